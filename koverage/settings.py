@@ -1,0 +1,141 @@
+"""Every Koverage setting, read from `KOVERAGE_*` environment variables.
+
+An explicit argument wins over the environment, and the environment wins over
+the default: `Settings.from_env(database_url=...)` overrides one field.
+Empty values mean "not configured", which for the engines means that
+`koverage up` starts its embedded default.
+"""
+
+import dataclasses
+import os
+from collections.abc import Mapping
+
+ENV_PREFIX = "KOVERAGE_"
+
+
+@dataclasses.dataclass(frozen=True)
+class Settings:
+    """Process-wide configuration. Field `x_y` is read from `KOVERAGE_X_Y`."""
+
+    host: str = "127.0.0.1"
+    """Interface every server binds to."""
+
+    router_address: str = "127.0.0.1:50051"
+    """host:port of the router service (clients dial it, the router binds it)."""
+
+    chat_address: str = "127.0.0.1:50052"
+    """host:port of the chat service."""
+
+    ingest_address: str = "127.0.0.1:50053"
+    """host:port of the ingest service (OTLP TraceService)."""
+
+    worker_address: str = "127.0.0.1:50054"
+    """host:port of the worker, which also serves TelemetryService."""
+
+    underwriter_address: str = "127.0.0.1:50055"
+    """host:port of the underwriter service (EvaluationService)."""
+
+    metrics_port: int = 0
+    """Port of this process's Prometheus endpoint; 0 picks a free one."""
+
+    database_url: str = ""
+    """Postgres URL; empty means `koverage up` starts an embedded Postgres."""
+
+    kafka_bootstrap: str = ""
+    """Kafka bootstrap servers; empty means `koverage up` starts Tansu."""
+
+    otlp_endpoint: str = ""
+    """OTLP/gRPC endpoint spans are exported to (a collector); empty disables
+    export in a standalone service and means `koverage up` starts Rotel."""
+
+    service_name: str = ""
+    """OpenTelemetry `service.name`; each entry point sets its own default."""
+
+    api_keys: str = ""
+    """Comma-separated `key=tenant` pairs accepted as `authorization: Bearer`."""
+
+    auth_required: bool = False
+    """When true, every RPC but health checks needs a known API key."""
+
+    client_api_key: str = ""
+    """Key this process sends when it calls another Koverage service."""
+
+    catalog_path: str = ""
+    """Model catalog YAML; empty uses the catalog shipped with the router."""
+
+    openrouter_api_key: str = ""
+    """OpenRouter API key; OpenRouter models are unavailable without it."""
+
+    openrouter_base_url: str = "https://openrouter.ai/api/v1"
+    """OpenRouter's OpenAI-compatible base URL."""
+
+    modal_base_url: str = ""
+    """Base URL of the Modal vLLM app (ending in /v1); empty disables Modal."""
+
+    modal_api_key: str = ""
+    """API key the Modal vLLM app requires."""
+
+    first_token_timeout_s: float = 30.0
+    """Longest wait for a provider's first token before trying the fallback."""
+
+    shutdown_grace_s: float = 10.0
+    """How long a stopping server lets open streams finish."""
+
+    log_level: str = "INFO"
+    """Log level of every logger."""
+
+    @classmethod
+    def from_env(
+        cls, env: Mapping[str, str] | None = None, **overrides: object
+    ) -> "Settings":
+        """Builds settings from `env` (default: os.environ), then `overrides`.
+
+        Raises:
+            ValueError: a variable does not parse as its field's type.
+        """
+        env = os.environ if env is None else env
+        values: dict[str, object] = {}
+        for field in dataclasses.fields(cls):
+            raw = env.get(ENV_PREFIX + field.name.upper())
+            if raw is not None:
+                values[field.name] = _parse(field, raw)
+        values.update(overrides)
+        return cls(**values)
+
+    def api_key_tenants(self) -> dict[str, str]:
+        """Parses `api_keys` into {key: tenant}.
+
+        Raises:
+            ValueError: an entry is not `key=tenant`.
+        """
+        tenants: dict[str, str] = {}
+        for entry in filter(None, (e.strip() for e in self.api_keys.split(","))):
+            key, sep, tenant = entry.partition("=")
+            if not sep or not key or not tenant:
+                raise ValueError(
+                    f"KOVERAGE_API_KEYS entry {entry[:4]!r}... is not key=tenant"
+                )
+            tenants[key] = tenant
+        return tenants
+
+
+def _parse(field: dataclasses.Field, raw: str) -> object:
+    name = ENV_PREFIX + field.name.upper()
+    if field.type in (bool, "bool"):
+        lowered = raw.strip().lower()
+        if lowered in {"1", "true", "yes", "on"}:
+            return True
+        if lowered in {"0", "false", "no", "off", ""}:
+            return False
+        raise ValueError(f"{name}={raw!r} is not a boolean (use true or false)")
+    if field.type in (int, "int"):
+        try:
+            return int(raw)
+        except ValueError:
+            raise ValueError(f"{name}={raw!r} is not an integer") from None
+    if field.type in (float, "float"):
+        try:
+            return float(raw)
+        except ValueError:
+            raise ValueError(f"{name}={raw!r} is not a number") from None
+    return raw
