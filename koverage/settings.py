@@ -35,6 +35,10 @@ class Settings:
     underwriter_address: str = "127.0.0.1:50055"
     """host:port of the underwriter service (EvaluationService)."""
 
+    underwriter_datasets_dir: str = ""
+    """Directory of the Underwriter's public datasets; empty means
+    `../shared/datasets` next to the repository root."""
+
     metrics_port: int = 0
     """Port of this process's Prometheus endpoint; 0 picks a free one."""
 
@@ -74,6 +78,13 @@ class Settings:
 
     modal_api_key: str = ""
     """API key the Modal vLLM app requires."""
+
+    openai_compatible_base_url: str = ""
+    """Base URL of any OpenAI-compatible server (vLLM, Ollama, llama.cpp) for
+    catalog models with provider `openai_compatible`; empty disables it."""
+
+    openai_compatible_api_key: str = ""
+    """API key for that server, if it needs one."""
 
     first_token_timeout_s: float = 30.0
     """Longest wait for a provider's first token before trying the fallback."""

@@ -1,0 +1,21 @@
+"""Runs the router service: `python -m services.router`."""
+
+import asyncio
+
+from koverage.logs import configure_logging
+from koverage.serving import setup_tracing
+from koverage.settings import Settings
+from services.router._app import build_server
+
+
+async def _main() -> None:
+    settings = Settings.from_env()
+    configure_logging("router", settings.log_level)
+    setup_tracing(settings.service_name or "koverage-router", settings.otlp_endpoint)
+    server = build_server(settings)
+    await server.start()
+    await server.wait_for_termination()
+
+
+if __name__ == "__main__":
+    asyncio.run(_main())

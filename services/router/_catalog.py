@@ -1,0 +1,148 @@
+"""The model catalog (a YAML data file) and exact cost arithmetic."""
+
+import dataclasses
+import decimal
+import pathlib
+from decimal import Decimal
+
+import yaml
+
+from services.router._errors import ModelNotFoundError
+
+DEFAULT_CATALOG_PATH = pathlib.Path(__file__).with_name("catalog.yaml")
+PROVIDERS = frozenset({"openrouter", "modal", "openai_compatible", "simulator"})
+
+_MILLION = Decimal(1_000_000)
+# Costs are kept to a billionth of a dollar; finer digits are noise.
+_COST_QUANTUM = Decimal("0.000000001")
+
+
+@dataclasses.dataclass(frozen=True)
+class ModelEntry:
+    """One catalogued model."""
+
+    id: str
+    provider: str
+    provider_model: str
+    input_usd_per_mtok: Decimal
+    output_usd_per_mtok: Decimal
+    gpu_usd_per_second: Decimal | None
+    context_window_tokens: int
+    fallback_models: tuple[str, ...] = ()
+    first_token_timeout_s: float | None = None
+    persona: str = ""
+    base_url: str = ""
+
+    @property
+    def simulated(self) -> bool:
+        return self.provider == "simulator"
+
+    def cost_usd(self, input_tokens: int, output_tokens: int, duration_s: float) -> Decimal:
+        """Exact cost of one call: per-token prices, or GPU-seconds when set."""
+        if self.gpu_usd_per_second is not None:
+            cost = self.gpu_usd_per_second * Decimal(repr(duration_s))
+        else:
+            cost = (
+                Decimal(input_tokens) * self.input_usd_per_mtok
+                + Decimal(output_tokens) * self.output_usd_per_mtok
+            ) / _MILLION
+        return cost.quantize(_COST_QUANTUM, rounding=decimal.ROUND_HALF_EVEN)
+
+
+class Catalog:
+    """Read-only lookup of models by id."""
+
+    def __init__(self, entries: list[ModelEntry]) -> None:
+        self._entries = {e.id: e for e in entries}
+        if len(self._entries) != len(entries):
+            raise ValueError("catalog has duplicate model ids")
+        for entry in entries:
+            for fallback in entry.fallback_models:
+                if fallback not in self._entries:
+                    raise ValueError(
+                        f"catalog model {entry.id!r} falls back to unknown {fallback!r}"
+                    )
+
+    def get(self, model_id: str) -> ModelEntry:
+        """Returns the entry for `model_id`.
+
+        Raises:
+            ModelNotFoundError: no such model; the message lists a few known ids.
+        """
+        entry = self._entries.get(model_id)
+        if entry is None:
+            known = ", ".join(sorted(self._entries)[:8])
+            raise ModelNotFoundError(
+                f"model {model_id!r} is not in the catalog; known models include "
+                f"{known} (ListModels shows all)"
+            )
+        return entry
+
+    def __iter__(self):
+        return iter(sorted(self._entries.values(), key=lambda e: e.id))
+
+    def __contains__(self, model_id: str) -> bool:
+        return model_id in self._entries
+
+
+def load_catalog(path: str | pathlib.Path | None = None) -> Catalog:
+    """Loads and validates a catalog file (the shipped one by default).
+
+    Raises:
+        ValueError: the file is malformed; the message names the entry and field.
+    """
+    path = pathlib.Path(path) if path else DEFAULT_CATALOG_PATH
+    document = yaml.safe_load(path.read_text()) or {}
+    rows = document.get("models")
+    if not isinstance(rows, list):
+        raise ValueError(f"{path}: expected a top-level 'models' list")
+    return Catalog([_parse_entry(path, row) for row in rows])
+
+
+def _parse_entry(path: pathlib.Path, row: dict) -> ModelEntry:
+    model_id = row.get("id")
+    if not model_id or not isinstance(model_id, str):
+        raise ValueError(f"{path}: a model has no string 'id'")
+    provider = row.get("provider")
+    if provider not in PROVIDERS:
+        raise ValueError(
+            f"{path}: model {model_id!r} has provider {provider!r}; "
+            f"allowed: {sorted(PROVIDERS)}"
+        )
+
+    def price(field: str) -> Decimal | None:
+        raw = row.get(field)
+        if raw is None:
+            return None
+        if not isinstance(raw, str):
+            raise ValueError(
+                f"{path}: model {model_id!r} field {field} must be a quoted "
+                f"decimal string, got {raw!r}"
+            )
+        try:
+            value = Decimal(raw)
+        except decimal.InvalidOperation:
+            raise ValueError(f"{path}: model {model_id!r} {field}={raw!r}") from None
+        if value < 0:
+            raise ValueError(f"{path}: model {model_id!r} {field} is negative")
+        return value
+
+    gpu = price("gpu_usd_per_second")
+    window = row.get("context_window_tokens")
+    if not isinstance(window, int) or window <= 0:
+        raise ValueError(f"{path}: model {model_id!r} needs a positive context_window_tokens")
+    if provider == "simulator" and not row.get("persona"):
+        raise ValueError(f"{path}: simulator model {model_id!r} needs a persona")
+    return ModelEntry(
+        id=model_id,
+        provider=provider,
+        provider_model=row.get("provider_model") or model_id,
+        input_usd_per_mtok=price("input_usd_per_mtok") or Decimal(0),
+        output_usd_per_mtok=price("output_usd_per_mtok") or Decimal(0),
+        gpu_usd_per_second=gpu,
+        context_window_tokens=window,
+        fallback_models=tuple(row.get("fallback_models") or ()),
+        first_token_timeout_s=row.get("first_token_timeout_s"),
+        persona=row.get("persona", ""),
+        base_url=row.get("base_url", ""),
+    )

@@ -1,0 +1,206 @@
+"""What every Koverage server has: health, reflection, auth, error mapping,
+trace propagation, metrics and graceful drain. A fake RouterService servicer
+stands in for a real service."""
+
+import asyncio
+import json
+import logging
+import urllib.request
+
+import grpc
+import pytest
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
+from opentelemetry import trace
+
+from koverage.errors import NotFoundError
+from koverage.logs import JsonFormatter
+from koverage.router.v1 import router_pb2, router_pb2_grpc
+from koverage.serving import MeshServer, connect, current_tenant
+from koverage.settings import Settings
+
+
+class FakeRouter(router_pb2_grpc.RouterServiceServicer):
+    """Streams the tenant's name word by word; model "missing" is NOT_FOUND,
+    model "crash" is a bug, model "slow" streams slowly."""
+
+    async def Generate(self, request, context):
+        if request.model == "missing":
+            raise NotFoundError("model 'missing' is not in the catalog")
+        if request.model == "crash":
+            raise RuntimeError("secret internal detail")
+        for word in ("tenant", current_tenant()):
+            if request.model == "slow":
+                await asyncio.sleep(0.3)
+            yield router_pb2.GenerateResponse(delta=router_pb2.TextDelta(text=word))
+
+    async def ListModels(self, request, context):
+        return router_pb2.ListModelsResponse(
+            models=[router_pb2.ModelInfo(id=current_tenant())]
+        )
+
+
+async def start(**overrides) -> MeshServer:
+    settings = Settings.from_env({}, metrics_port=0, **overrides)
+    server = MeshServer("fake", settings, "127.0.0.1:0")
+    router_pb2_grpc.add_RouterServiceServicer_to_server(FakeRouter(), server.grpc)
+    server.expose(router_pb2.DESCRIPTOR.services_by_name["RouterService"])
+    await server.start()
+    return server
+
+
+async def test_health_reports_serving_then_not_serving_on_shutdown():
+    server = await start()
+    async with grpc.aio.insecure_channel(server.address) as channel:
+        health = health_pb2_grpc.HealthStub(channel)
+        reply = await health.Check(
+            health_pb2.HealthCheckRequest(service="koverage.router.v1.RouterService"), timeout=5
+        )
+        assert reply.status == health_pb2.HealthCheckResponse.SERVING
+        overall = await health.Check(health_pb2.HealthCheckRequest(), timeout=5)
+        assert overall.status == health_pb2.HealthCheckResponse.SERVING
+    await server.stop(0.1)
+
+
+async def test_reflection_lists_the_service():
+    server = await start()
+    async with grpc.aio.insecure_channel(server.address) as channel:
+        stub = reflection_pb2_grpc.ServerReflectionStub(channel)
+        call = stub.ServerReflectionInfo(
+            iter([reflection_pb2.ServerReflectionRequest(list_services="")])
+        )
+        names = []
+        async for reply in call:
+            names = [s.name for s in reply.list_services_response.service]
+            break
+    await server.stop(0.1)
+    assert "koverage.router.v1.RouterService" in names
+    assert "grpc.health.v1.Health" in names
+
+
+async def test_required_key_maps_to_tenant_and_missing_key_is_refused():
+    server = await start(auth_required=True, api_keys="k-alpha=alpha,k-beta=beta")
+    try:
+        async with connect(server.address, api_key="k-beta") as channel:
+            models = await router_pb2_grpc.RouterServiceStub(channel).ListModels(
+                router_pb2.ListModelsRequest(), timeout=5
+            )
+            assert models.models[0].id == "beta"
+        for key in ("", "wrong"):
+            async with connect(server.address, api_key=key) as channel:
+                with pytest.raises(grpc.aio.AioRpcError) as caught:
+                    await router_pb2_grpc.RouterServiceStub(channel).ListModels(
+                        router_pb2.ListModelsRequest(), timeout=5
+                    )
+                assert caught.value.code() == grpc.StatusCode.UNAUTHENTICATED
+        # Health checks stay open for probes.
+        async with grpc.aio.insecure_channel(server.address) as channel:
+            reply = await health_pb2_grpc.HealthStub(channel).Check(
+                health_pb2.HealthCheckRequest(), timeout=5
+            )
+            assert reply.status == health_pb2.HealthCheckResponse.SERVING
+    finally:
+        await server.stop(0.1)
+
+
+async def test_optional_auth_still_refuses_an_unknown_key():
+    server = await start(api_keys="k=alpha")
+    try:
+        async with connect(server.address) as channel:
+            models = await router_pb2_grpc.RouterServiceStub(channel).ListModels(
+                router_pb2.ListModelsRequest(), timeout=5
+            )
+            assert models.models[0].id == "default"
+        async with connect(server.address, api_key="typo") as channel:
+            with pytest.raises(grpc.aio.AioRpcError) as caught:
+                await router_pb2_grpc.RouterServiceStub(channel).ListModels(
+                    router_pb2.ListModelsRequest(), timeout=5
+                )
+            assert caught.value.code() == grpc.StatusCode.UNAUTHENTICATED
+    finally:
+        await server.stop(0.1)
+
+
+def test_auth_required_without_keys_is_a_configuration_error():
+    with pytest.raises(ValueError, match="KOVERAGE_API_KEYS"):
+        MeshServer("x", Settings.from_env({}, auth_required=True), "127.0.0.1:0")
+
+
+async def test_errors_map_to_codes_and_bugs_hide_their_details(caplog):
+    server = await start()
+    try:
+        async with connect(server.address) as channel:
+            stub = router_pb2_grpc.RouterServiceStub(channel)
+            with pytest.raises(grpc.aio.AioRpcError) as missing:
+                async for _ in stub.Generate(router_pb2.GenerateRequest(model="missing"), timeout=5):
+                    pass
+            with pytest.raises(grpc.aio.AioRpcError) as crash:
+                async for _ in stub.Generate(router_pb2.GenerateRequest(model="crash"), timeout=5):
+                    pass
+    finally:
+        await server.stop(0.1)
+    assert missing.value.code() == grpc.StatusCode.NOT_FOUND
+    assert "not in the catalog" in missing.value.details()
+    assert crash.value.code() == grpc.StatusCode.INTERNAL
+    assert "secret internal detail" not in crash.value.details()
+    assert "trace_id=" in crash.value.details()
+    assert any(r.message == "rpc crashed" for r in caplog.records)
+
+
+async def test_trace_context_crosses_the_hop(finished_spans):
+    server = await start()
+    tracer = trace.get_tracer("test")
+    try:
+        async with connect(server.address) as channel:
+            stub = router_pb2_grpc.RouterServiceStub(channel)
+            with tracer.start_as_current_span("caller") as caller:
+                async for _ in stub.Generate(router_pb2.GenerateRequest(model="m"), timeout=5):
+                    pass
+    finally:
+        await server.stop(0.1)
+    spans = {s.name: s for s in finished_spans.get_finished_spans()}
+    server_span = spans["koverage.router.v1.RouterService/Generate"]
+    assert server_span.context.trace_id == caller.get_span_context().trace_id
+    assert server_span.parent.span_id == caller.get_span_context().span_id
+    assert server_span.kind == trace.SpanKind.SERVER
+
+
+async def test_metrics_endpoint_counts_rpcs_by_code():
+    server = await start()
+    try:
+        async with connect(server.address) as channel:
+            stub = router_pb2_grpc.RouterServiceStub(channel)
+            await stub.ListModels(router_pb2.ListModelsRequest(), timeout=5)
+        url = f"http://127.0.0.1:{server.metrics_port}/metrics"
+        body = await asyncio.to_thread(lambda: urllib.request.urlopen(url, timeout=5).read())
+    finally:
+        await server.stop(0.1)
+    text = body.decode()
+    assert (
+        'koverage_rpc_requests_total{code="OK",method="/koverage.router.v1.RouterService/ListModels",service="fake"}'
+        in text
+    )
+
+
+async def test_graceful_stop_lets_an_open_stream_finish():
+    server = await start()
+    async with connect(server.address) as channel:
+        stub = router_pb2_grpc.RouterServiceStub(channel)
+        call = stub.Generate(router_pb2.GenerateRequest(model="slow"), timeout=10)
+        first = await call.read()
+        stopping = asyncio.create_task(server.stop(5))
+        rest = [event async for event in call]
+        await stopping
+    assert first.delta.text == "tenant"
+    assert [e.delta.text for e in rest] == ["default"]
+    assert await call.code() == grpc.StatusCode.OK
+
+
+def test_json_formatter_renders_extras_as_keys():
+    record = logging.LogRecord("koverage.x", logging.WARNING, __file__, 1, "dropped %d spans", (3,), None)
+    record.rpc_method = "/a.B/C"
+    entry = json.loads(JsonFormatter("router").format(record))
+    assert entry["msg"] == "dropped 3 spans"
+    assert entry["level"] == "warning"
+    assert entry["rpc_method"] == "/a.B/C"
+    assert entry["service"] == "router"
