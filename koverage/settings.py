@@ -26,6 +26,9 @@ class Settings:
     chat_address: str = "127.0.0.1:50052"
     """host:port of the chat service."""
 
+    chat_default_model: str = "sim/steady"
+    """Catalog model a new conversation uses when the request names none."""
+
     ingest_address: str = "127.0.0.1:50053"
     """host:port of the ingest service (OTLP TraceService)."""
 
@@ -48,6 +51,30 @@ class Settings:
     kafka_bootstrap: str = ""
     """Kafka bootstrap servers; empty means `koverage up` starts Tansu."""
 
+    kafka_spans_topic: str = "koverage.spans"
+    """Topic the ingest service publishes accepted spans to, keyed by trace id."""
+
+    kafka_dead_letter_topic: str = "koverage.spans.dlq"
+    """Topic for spans and records that were rejected, with the reason."""
+
+    kafka_spans_partitions: int = 4
+    """Partitions the spans topic is created with when it does not exist."""
+
+    ingest_rate_limit_spans_per_s: float = 50000.0
+    """Spans per second each tenant may send to ingest; 0 disables the limit."""
+
+    ingest_rate_limit_burst_spans: int = 100000
+    """Spans a tenant may send at once above its rate (the bucket size)."""
+
+    ingest_max_span_bytes: int = 65536
+    """Largest encoded span the ingest service accepts."""
+
+    worker_group_id: str = "koverage-worker"
+    """Kafka consumer group of the span-writing workers."""
+
+    worker_batch_size: int = 5000
+    """Most Kafka records the worker writes to Postgres in one transaction."""
+
     otlp_endpoint: str = ""
     """OTLP/gRPC endpoint spans are exported to (a collector); empty disables
     export in a standalone service and means `koverage up` starts Rotel."""
@@ -63,6 +90,10 @@ class Settings:
 
     client_api_key: str = ""
     """Key this process sends when it calls another Koverage service."""
+
+    run_dir: str = ""
+    """Directory for `koverage up` logs, embedded data and its state file;
+    empty means ~/.koverage."""
 
     catalog_path: str = ""
     """Model catalog YAML; empty uses the catalog shipped with the router."""

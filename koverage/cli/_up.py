@@ -1,0 +1,190 @@
+"""`koverage up`: the whole mesh on one machine, in the foreground.
+
+Embedded defaults stand in for every engine that is not configured: an
+embedded Postgres (KOVERAGE_DATABASE_URL), the Tansu broker
+(KOVERAGE_KAFKA_BOOTSTRAP), the Rotel collector (KOVERAGE_OTLP_ENDPOINT) and
+the offline simulator (always present; OpenRouter and Modal join when their
+keys are set). Ctrl-C or SIGTERM stops everything, children first.
+"""
+
+import logging
+import os
+import secrets
+import sys
+import time
+
+from koverage.cli._state import clear_state, run_dir, write_state
+from koverage.local import (
+    EmbeddedPostgres,
+    RotelCollector,
+    Supervisor,
+    TansuBroker,
+    ensure_topics,
+    free_port,
+    handle_termination_signals,
+    start_service,
+)
+from koverage.logs import configure_logging
+from koverage.settings import ENV_PREFIX, Settings
+
+logger = logging.getLogger(__name__)
+
+# Start order matters: ingest before the collector that exports to it, the
+# worker (migrations, telemetry tables) before anything writes, the router
+# before its callers.
+SERVICES = ("ingest", "worker", "router", "chat", "underwriter")
+_DEFAULT_PORT_BASE = 50051
+
+
+def register(commands) -> None:
+    parser = commands.add_parser("up", help="run the whole mesh locally, in the foreground")
+    parser.add_argument(
+        "--port-base", type=int, default=_DEFAULT_PORT_BASE,
+        help="first of five consecutive service ports (0 picks free ports)",
+    )
+    parser.add_argument(
+        "--demo", action="store_true",
+        help="once up, stream one demo answer through the chat service",
+    )
+    parser.add_argument(
+        "--exit-after-demo", action="store_true",
+        help="stop the mesh after the demo (for scripts and smoke tests)",
+    )
+    parser.set_defaults(run=run)
+
+
+def run(args) -> int:
+    settings = Settings.from_env()
+    configure_logging("up", settings.log_level)
+    handle_termination_signals()
+    directory = run_dir(settings)
+    logs = directory / "logs"
+    print(f"koverage up: logs in {logs}", flush=True)
+
+    with Supervisor(logs) as supervisor:
+        mesh = _start_mesh(settings, args, supervisor, directory)
+        write_state(settings, mesh.state)
+        _print_endpoints(mesh)
+        try:
+            if args.demo or args.exit_after_demo:
+                from koverage.cli._chat import stream_demo
+
+                code = stream_demo(mesh.services["chat"], mesh.api_key)
+                if args.exit_after_demo:
+                    return code
+            print("mesh is up; Ctrl-C stops it", flush=True)
+            while True:
+                exited = supervisor.wait_for_exit(timeout_s=1.0)
+                if exited is not None:
+                    print(
+                        f"koverage up: {exited.name} exited unexpectedly; stopping "
+                        f"(see {logs / (exited.name + '.log')})",
+                        file=sys.stderr,
+                    )
+                    return 1
+        except KeyboardInterrupt:
+            print("\nstopping...", flush=True)
+            return 0
+        finally:
+            clear_state(settings, os.getpid())
+
+
+class _Mesh:
+    def __init__(self) -> None:
+        self.services: dict[str, str] = {}
+        self.database_url = ""
+        self.kafka_bootstrap = ""
+        self.otlp_endpoint = ""
+        self.api_key = ""
+
+    @property
+    def state(self) -> dict:
+        return {
+            "pid": os.getpid(),
+            "services": self.services,
+            "database_url": self.database_url,
+            "kafka_bootstrap": self.kafka_bootstrap,
+            "otlp_endpoint": self.otlp_endpoint,
+            "api_key": self.api_key,
+        }
+
+
+def _start_mesh(settings: Settings, args, supervisor: Supervisor, directory) -> _Mesh:
+    mesh = _Mesh()
+    started = time.perf_counter()
+
+    # Engines: configured endpoints win; embedded defaults otherwise.
+    mesh.database_url = settings.database_url or EmbeddedPostgres(
+        directory / "postgres", supervisor=supervisor
+    ).start()
+    mesh.kafka_bootstrap = settings.kafka_bootstrap or TansuBroker(
+        supervisor=supervisor
+    ).start()
+    ensure_topics(
+        mesh.kafka_bootstrap,
+        {
+            settings.kafka_spans_topic: settings.kafka_spans_partitions,
+            settings.kafka_dead_letter_topic: 1,
+        },
+    )
+
+    # A local run needs a key unless one is configured.
+    keys = settings.api_keys
+    mesh.api_key = settings.client_api_key or (
+        keys.split(",")[0].partition("=")[0] if keys else "kov_" + secrets.token_urlsafe(24)
+    )
+    if not keys:
+        keys = f"{mesh.api_key}=local"
+
+    mesh.services = _addresses(settings, args.port_base)
+    env = {
+        ENV_PREFIX + "DATABASE_URL": mesh.database_url,
+        ENV_PREFIX + "KAFKA_BOOTSTRAP": mesh.kafka_bootstrap,
+        ENV_PREFIX + "API_KEYS": keys,
+        ENV_PREFIX + "AUTH_REQUIRED": "true",
+        ENV_PREFIX + "CLIENT_API_KEY": mesh.api_key,
+        ENV_PREFIX + "HOST": settings.host,
+        **{
+            f"{ENV_PREFIX}{name.upper()}_ADDRESS": address
+            for name, address in mesh.services.items()
+        },
+    }
+
+    # Ingest first: the collector forwards to it. Ingest and worker never
+    # export their own spans, which would loop back into the pipeline.
+    start_service(supervisor, "ingest", mesh.services["ingest"], env=env)
+    mesh.otlp_endpoint = settings.otlp_endpoint or RotelCollector(
+        mesh.services["ingest"], supervisor=supervisor
+    ).start()
+    start_service(supervisor, "worker", mesh.services["worker"], env=env)
+    traced = {**env, ENV_PREFIX + "OTLP_ENDPOINT": mesh.otlp_endpoint}
+    for name in ("router", "chat", "underwriter"):
+        start_service(supervisor, name, mesh.services[name], env=traced)
+    logger.info("mesh up", extra={"startup_s": round(time.perf_counter() - started, 2)})
+    return mesh
+
+
+def _addresses(settings: Settings, port_base: int) -> dict[str, str]:
+    host = settings.host
+    if port_base == 0:
+        return {name: f"{host}:{free_port(host)}" for name in SERVICES}
+    ordered = ("router", "chat", "ingest", "worker", "underwriter")
+    return {name: f"{host}:{port_base + i}" for i, name in enumerate(ordered)}
+
+
+def _print_endpoints(mesh: _Mesh) -> None:
+    print("\nKoverage mesh is up:", flush=True)
+    for name, address in mesh.services.items():
+        print(f"  {name:<12} {address}")
+    print(f"  {'telemetry':<12} {mesh.services['worker']} (TelemetryService on the worker)")
+    print(f"  {'postgres':<12} {mesh.database_url}")
+    print(f"  {'kafka':<12} {mesh.kafka_bootstrap}")
+    print(f"  {'otlp':<12} {mesh.otlp_endpoint}")
+    print(f"\nAPI key: {mesh.api_key}")
+    print("Stream a chat answer with grpcurl:")
+    print(
+        f"  grpcurl -plaintext -H 'authorization: Bearer {mesh.api_key}' "
+        f"-d '{{\"content\": \"Hello, Koverage\"}}' "
+        f"{mesh.services['chat']} koverage.chat.v1.ChatService/StreamChat\n",
+        flush=True,
+    )
