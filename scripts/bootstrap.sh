@@ -31,7 +31,7 @@ fi
 if [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "$wanted" ]; then
   echo "bootstrap: installing Python packages into .venv"
   .venv/bin/python -m pip install -q --upgrade pip
-  .venv/bin/python -m pip install -q -e ".[dev]"
+  .venv/bin/python -m pip install -q -e ".[dev,deploy,deploy-test]"
   echo "$wanted" > "$stamp"
 fi
 echo "bootstrap: ready (.venv/bin/koverage)"
