@@ -1,0 +1,68 @@
+"""The Underwriter's model calls, all through RouterService.Generate."""
+
+import time
+
+import grpc
+
+from koverage.router.v1 import router_pb2, router_pb2_grpc
+from services.underwriter._answer import Answer
+
+_ROLES = {
+    "system": router_pb2.ROLE_SYSTEM,
+    "user": router_pb2.ROLE_USER,
+    "assistant": router_pb2.ROLE_ASSISTANT,
+}
+_CALL_TIMEOUT_S = 120.0
+
+
+class RouterGenerate:
+    """A `GenerateFn` over a channel to the router.
+
+    Errors come back as `Answer(error=...)`, never raised, so the runner
+    caches them as failed calls that `--retry-errors` can rerun.
+    """
+
+    def __init__(
+        self, channel: grpc.aio.Channel, timeout_s: float = _CALL_TIMEOUT_S
+    ) -> None:
+        self._stub = router_pb2_grpc.RouterServiceStub(channel)
+        self._timeout_s = timeout_s
+
+    async def __call__(
+        self,
+        model: str,
+        messages: list[dict[str, str]],
+        temperature: float,
+        seed: int,
+        guardrail: bool,
+    ) -> Answer:
+        request = router_pb2.GenerateRequest(
+            model=model,
+            messages=[
+                router_pb2.ChatMessage(role=_ROLES[m["role"]], content=m["content"])
+                for m in messages
+            ],
+            temperature=temperature,
+            seed=seed,
+            guardrail=guardrail,
+        )
+        started = time.perf_counter()
+        texts: list[str] = []
+        ttft_ms = 0.0
+        try:
+            async for event in self._stub.Generate(request, timeout=self._timeout_s):
+                if event.HasField("delta"):
+                    if not texts:
+                        ttft_ms = (time.perf_counter() - started) * 1000
+                    texts.append(event.delta.text)
+                else:
+                    summary = event.summary
+        except grpc.aio.AioRpcError as exc:
+            return Answer(error=f"{exc.code().name}: {exc.details()}")
+        return Answer(
+            text="".join(texts),
+            cost_usd=summary.cost_usd or "0",
+            latency_ms=(time.perf_counter() - started) * 1000,
+            ttft_ms=ttft_ms,
+            refused=summary.status == router_pb2.GENERATION_STATUS_REFUSED,
+        )
