@@ -8,7 +8,12 @@ from koverage.serving._auth import (
 )
 from koverage.serving._client import connect, outgoing_metadata
 from koverage.serving._server import MeshServer
-from koverage.serving._tracing import extract_context, inject_context, setup_tracing
+from koverage.serving._tracing import (
+    extract_context,
+    inject_context,
+    setup_metrics,
+    setup_tracing,
+)
 
 __all__ = [
     "DEFAULT_TENANT",
@@ -20,5 +25,6 @@ __all__ = [
     "inject_context",
     "outgoing_metadata",
     "set_current_tenant",
+    "setup_metrics",
     "setup_tracing",
 ]

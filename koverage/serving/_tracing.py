@@ -2,11 +2,15 @@
 
 import logging
 
-from opentelemetry import propagate, trace
+from opentelemetry import metrics, propagate, trace
+from opentelemetry.exporter.prometheus import PrometheusMetricReader
 from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import OTLPSpanExporter
+from opentelemetry.sdk.metrics import MeterProvider
 from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import SpanProcessor, TracerProvider
 from opentelemetry.sdk.trace.export import BatchSpanProcessor
+
+from koverage.llmobs import CountingSpanExporter, RedactingSpanProcessor
 
 logger = logging.getLogger(__name__)
 
@@ -37,17 +41,25 @@ def setup_tracing(
     return provider
 
 
+def setup_metrics(service_name: str) -> MeterProvider:
+    """Installs the global meter provider; its instruments (the GenAI client
+    metrics among them) are served on the process's Prometheus endpoint."""
+    provider = MeterProvider(
+        resource=Resource.create({"service.name": service_name}),
+        metric_readers=[PrometheusMetricReader()],
+    )
+    metrics.set_meter_provider(provider)
+    return provider
+
+
 def build_export_processor(exporter) -> SpanProcessor:
     """Returns the processor chain in front of `exporter`.
 
-    The llmobs redacting processor wraps the batch processor when available,
-    so nothing unredacted is queued for export.
+    The llmobs redacting processor wraps the batch processor, so nothing
+    unredacted is queued for export.
     """
-    try:
-        from koverage.llmobs import RedactingSpanProcessor
-    except ImportError:  # the llmobs layer is optional during bootstrap
-        return BatchSpanProcessor(exporter)
-    return RedactingSpanProcessor(BatchSpanProcessor(exporter))
+    # Export failures are counted as dropped spans, like a full queue.
+    return RedactingSpanProcessor(BatchSpanProcessor(CountingSpanExporter(exporter)))
 
 
 def inject_context(metadata: list[tuple[str, str]]) -> None:

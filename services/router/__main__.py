@@ -3,7 +3,7 @@
 import asyncio
 
 from koverage.logs import configure_logging
-from koverage.serving import setup_tracing
+from koverage.serving import setup_metrics, setup_tracing
 from koverage.settings import Settings
 from services.router._app import build_server
 
@@ -11,7 +11,9 @@ from services.router._app import build_server
 async def _main() -> None:
     settings = Settings.from_env()
     configure_logging("router", settings.log_level)
-    setup_tracing(settings.service_name or "koverage-router", settings.otlp_endpoint)
+    service_name = settings.service_name or "koverage-router"
+    setup_tracing(service_name, settings.otlp_endpoint)
+    setup_metrics(service_name)
     server = build_server(settings)
     await server.start()
     await server.wait_for_termination()

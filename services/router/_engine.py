@@ -24,6 +24,31 @@ from tenacity import (
 )
 
 from koverage.errors import DeadlineExceededError, InvalidArgumentError
+from koverage.llmobs import (
+    ERROR_TYPE,
+    GEN_AI_CONVERSATION_ID,
+    GEN_AI_OPERATION_NAME,
+    GEN_AI_PROVIDER_NAME,
+    GEN_AI_REQUEST_MAX_TOKENS,
+    GEN_AI_REQUEST_MODEL,
+    GEN_AI_REQUEST_SEED,
+    GEN_AI_REQUEST_TEMPERATURE,
+    GEN_AI_RESPONSE_FINISH_REASONS,
+    GEN_AI_RESPONSE_MODEL,
+    GEN_AI_USAGE_INPUT_TOKENS,
+    GEN_AI_USAGE_OUTPUT_TOKENS,
+    KOVERAGE_COMPLETION_PREVIEW,
+    KOVERAGE_COST_USD,
+    KOVERAGE_PROMPT_PREVIEW,
+    KOVERAGE_SIMULATED,
+    KOVERAGE_STATUS,
+    KOVERAGE_TENANT,
+    KOVERAGE_TIME_TO_FIRST_TOKEN_MS,
+    KOVERAGE_USAGE_ESTIMATED,
+    GenAIMetrics,
+    GenAIOperation,
+    LlmCallStatus,
+)
 from services.router._breaker import BreakerState, CircuitBreaker
 from services.router._catalog import Catalog, ModelEntry
 from services.router._errors import (
@@ -105,6 +130,7 @@ class Router:
         first_token_timeout_s: float = 30.0,
         breaker_factory: Callable[[], CircuitBreaker] = CircuitBreaker,
         retry_wait_max_s: float = 1.0,
+        metrics: GenAIMetrics | None = None,
     ) -> None:
         self.catalog = catalog
         self._providers = providers
@@ -113,6 +139,7 @@ class Router:
             name: breaker_factory() for name in providers
         }
         self._retry_wait_max_s = retry_wait_max_s
+        self._metrics = metrics or GenAIMetrics()
 
     def breaker(self, provider: str) -> CircuitBreaker:
         return self._breakers[provider]
@@ -209,6 +236,7 @@ class Router:
                 stream, head = await self._open_with_retries(provider, breaker, entry, call, deadline)
             except BaseException as exc:
                 _set_error(span, exc)
+                self._record_failure(entry, started, exc)
                 raise
             async for event in self._stream(
                 params, entry, span, stream, head, started, deadline, tried
@@ -313,6 +341,7 @@ class Router:
                     yield Delta(tail, index)
         except BaseException as exc:
             _set_error(span, exc)
+            self._record_failure(entry, started, exc)
             raise
         finally:
             await stream.aclose()
@@ -341,14 +370,34 @@ class Router:
             simulated=entry.simulated,
         )
         _set_result_attributes(span, summary, finish, text)
+        self._metrics.record(
+            operation=GenAIOperation.CHAT,
+            provider=entry.provider,
+            request_model=entry.id,
+            response_model=finish.response_model or entry.id,
+            duration_s=duration_s,
+            input_tokens=input_tokens,
+            output_tokens=output_tokens,
+            time_to_first_chunk_s=ttft_s,
+        )
         yield summary
+
+    def _record_failure(self, entry: ModelEntry, started: float, exc: BaseException) -> None:
+        cancelled = isinstance(exc, (asyncio.CancelledError, GeneratorExit))
+        self._metrics.record(
+            operation=GenAIOperation.CHAT,
+            provider=entry.provider,
+            request_model=entry.id,
+            duration_s=time.perf_counter() - started,
+            error_type="cancelled" if cancelled else type(exc).__name__,
+        )
 
     def _refuse(self, params, entry, screening, started) -> Summary:
         with _tracer.start_as_current_span(f"chat {entry.id}", kind=SpanKind.CLIENT) as span:
             _set_request_attributes(span, params, entry)
-            span.set_attribute("koverage.status", "refused")
+            span.set_attribute(KOVERAGE_STATUS, LlmCallStatus.REFUSED)
             span.set_attribute("koverage.guardrail.rule", screening.rule)
-            span.set_attribute("gen_ai.response.finish_reasons", ["refused"])
+            span.set_attribute(GEN_AI_RESPONSE_FINISH_REASONS, ["refused"])
             trace_id = format(span.get_span_context().trace_id, "032x")
         return Summary(
             status="refused",
@@ -416,45 +465,45 @@ def _estimate_tokens(text: str) -> int:
 
 
 def _set_request_attributes(span, params: GenerateParams, entry: ModelEntry) -> None:
-    span.set_attribute("gen_ai.operation.name", "chat")
-    span.set_attribute("gen_ai.provider.name", entry.provider)
-    span.set_attribute("gen_ai.request.model", entry.id)
-    span.set_attribute("koverage.simulated", entry.simulated)
+    span.set_attribute(GEN_AI_OPERATION_NAME, "chat")
+    span.set_attribute(GEN_AI_PROVIDER_NAME, entry.provider)
+    span.set_attribute(GEN_AI_REQUEST_MODEL, entry.id)
+    span.set_attribute(KOVERAGE_SIMULATED, entry.simulated)
     span.set_attribute("koverage.guardrail.enabled", params.guardrail)
     if params.tenant:
-        span.set_attribute("koverage.tenant", params.tenant)
+        span.set_attribute(KOVERAGE_TENANT, params.tenant)
     if params.conversation_id:
-        span.set_attribute("gen_ai.conversation.id", params.conversation_id)
+        span.set_attribute(GEN_AI_CONVERSATION_ID, params.conversation_id)
     if params.temperature is not None:
-        span.set_attribute("gen_ai.request.temperature", params.temperature)
+        span.set_attribute(GEN_AI_REQUEST_TEMPERATURE, params.temperature)
     if params.max_output_tokens is not None:
-        span.set_attribute("gen_ai.request.max_tokens", params.max_output_tokens)
+        span.set_attribute(GEN_AI_REQUEST_MAX_TOKENS, params.max_output_tokens)
     if params.seed is not None:
-        span.set_attribute("gen_ai.request.seed", params.seed)
+        span.set_attribute(GEN_AI_REQUEST_SEED, params.seed)
     last_user = next(
         (m["content"] for m in reversed(params.messages) if m["role"] == "user"), ""
     )
-    span.set_attribute("koverage.prompt_preview", last_user[:_PREVIEW_CHARS])
+    span.set_attribute(KOVERAGE_PROMPT_PREVIEW, last_user[:_PREVIEW_CHARS])
 
 
 def _set_result_attributes(span, summary: Summary, finish: FinishReport, text: str) -> None:
-    span.set_attribute("gen_ai.response.model", finish.response_model or summary.model)
-    span.set_attribute("gen_ai.response.finish_reasons", [summary.finish_reason])
-    span.set_attribute("gen_ai.usage.input_tokens", summary.input_tokens)
-    span.set_attribute("gen_ai.usage.output_tokens", summary.output_tokens)
-    span.set_attribute("koverage.usage_estimated", summary.usage_estimated)
-    span.set_attribute("koverage.cost_usd", str(summary.cost_usd))
-    span.set_attribute("koverage.status", "complete")
+    span.set_attribute(GEN_AI_RESPONSE_MODEL, finish.response_model or summary.model)
+    span.set_attribute(GEN_AI_RESPONSE_FINISH_REASONS, [summary.finish_reason])
+    span.set_attribute(GEN_AI_USAGE_INPUT_TOKENS, summary.input_tokens)
+    span.set_attribute(GEN_AI_USAGE_OUTPUT_TOKENS, summary.output_tokens)
+    span.set_attribute(KOVERAGE_USAGE_ESTIMATED, summary.usage_estimated)
+    span.set_attribute(KOVERAGE_COST_USD, str(summary.cost_usd))
+    span.set_attribute(KOVERAGE_STATUS, LlmCallStatus.COMPLETE)
     if summary.ttft_s is not None:
-        span.set_attribute("koverage.time_to_first_token_ms", summary.ttft_s * 1000)
-    span.set_attribute("koverage.completion_preview", text[:_PREVIEW_CHARS])
+        span.set_attribute(KOVERAGE_TIME_TO_FIRST_TOKEN_MS, summary.ttft_s * 1000)
+    span.set_attribute(KOVERAGE_COMPLETION_PREVIEW, text[:_PREVIEW_CHARS])
 
 
 def _set_error(span, exc: BaseException) -> None:
     if isinstance(exc, (asyncio.CancelledError, GeneratorExit)):
-        span.set_attribute("koverage.status", "cancelled")
-        span.set_attribute("error.type", "cancelled")
+        span.set_attribute(KOVERAGE_STATUS, LlmCallStatus.CANCELLED)
+        span.set_attribute(ERROR_TYPE, "cancelled")
         return
-    span.set_attribute("koverage.status", "error")
-    span.set_attribute("error.type", type(exc).__name__)
+    span.set_attribute(KOVERAGE_STATUS, LlmCallStatus.ERROR)
+    span.set_attribute(ERROR_TYPE, type(exc).__name__)
     span.set_status(Status(StatusCode.ERROR, str(exc)[:200]))

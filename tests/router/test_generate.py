@@ -211,3 +211,31 @@ async def test_list_models_returns_the_catalog(tmp_path, upstreams):
     assert list(by_id["modal/qwen3-8b"].fallback_models) == ["openrouter/qwen3-8b"]
     assert by_id["sim/steady"].simulated
     assert [m.id for m in response.models] == sorted(by_id)
+
+
+async def test_genai_metrics_are_recorded_per_call(tmp_path, upstreams):
+    from opentelemetry.sdk.metrics import MeterProvider
+    from opentelemetry.sdk.metrics.export import InMemoryMetricReader
+
+    from koverage.llmobs import GenAIMetrics
+    from services.router import Router, load_catalog
+    from services.router._engine import GenerateParams
+
+    reader = InMemoryMetricReader()
+    router = Router(
+        load_catalog(), upstreams["providers"],
+        metrics=GenAIMetrics(MeterProvider(metric_readers=[reader])),
+    )
+    params = GenerateParams(model="sim/fast", messages=({"role": "user", "content": "a b c"},))
+    events = [e async for e in router.generate(params)]
+
+    points = {
+        metric.name: metric.data.data_points
+        for rm in reader.get_metrics_data().resource_metrics
+        for sm in rm.scope_metrics
+        for metric in sm.metrics
+    }
+    tokens = {p.attributes["gen_ai.token.type"]: p.sum for p in points["gen_ai.client.token.usage"]}
+    assert tokens == {"input": 3, "output": events[-1].output_tokens}
+    assert points["gen_ai.client.operation.duration"][0].count == 1
+    assert points["gen_ai.client.operation.time_to_first_chunk"][0].count == 1

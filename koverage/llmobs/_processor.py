@@ -1,0 +1,369 @@
+"""The span processor that redacts spans before they are queued for export.
+
+`RedactingSpanProcessor` sits in front of the export processor (normally a
+`BatchSpanProcessor`). In `on_end`, on the caller's thread, it:
+
+1. replaces PII and credentials in string attributes (and string sequences),
+   in event attributes and in the status description;
+2. cuts `koverage.prompt_preview` and `koverage.completion_preview` to
+   `preview_max_chars`;
+3. adds the receipt `koverage.redaction_counts`, a JSON object string of
+   kind -> values replaced (`{}` on an LLM span where nothing was found);
+4. counts the span in `koverage_spans_dropped_total` if the export queue is
+   full or shut down, then hands it to the next processor, which never blocks.
+
+An ended span is immutable, so a changed span is handed on as a new
+`ReadableSpan` carrying the redacted values; a span with nothing to change is
+handed on as it is, at no copy cost.
+"""
+
+import functools
+import json
+import logging
+import time
+from collections.abc import Sequence
+
+from opentelemetry.context import Context
+from opentelemetry.sdk.trace import Event, ReadableSpan, Span, SpanProcessor
+from opentelemetry.sdk.trace.export import (
+    BatchSpanProcessor,
+    SpanExporter,
+    SpanExportResult,
+)
+from opentelemetry.trace import Status
+
+from koverage.llmobs._drops import DropReason, count_dropped_spans
+from koverage.llmobs._redactor import redact
+from koverage.llmobs._semconv import (
+    GEN_AI_OPERATION_NAME,
+    KOVERAGE_COMPLETION_PREVIEW,
+    KOVERAGE_PROMPT_PREVIEW,
+    KOVERAGE_REDACTION_COUNTS,
+)
+
+_DEFAULT_PREVIEW_MAX_CHARS = 256
+# A preview is redacted on a window this much longer than what is kept, so a
+# value that straddles the cut is still recognised whole and replaced.
+_PREVIEW_SCAN_MARGIN_CHARS = 64
+_ERROR_LOG_INTERVAL_S = 60.0
+# Short values (model names, providers, tenants, ids) repeat from span to
+# span; their redaction is remembered. Longer text is always scanned.
+_CACHED_VALUE_MAX_CHARS = 128
+_CACHED_VALUES = 4096
+
+logger = logging.getLogger(__name__)
+
+
+class RedactingSpanProcessor(SpanProcessor):
+    """Redacts ended spans, then hands them to `next_processor`.
+
+    Known limitation: the queue-full count reads the private queue of the
+    SDK's `BatchSpanProcessor` (`_batch_processor._queue`, a bounded deque,
+    opentelemetry-sdk 1.45). With another next processor, or an SDK that
+    moves that field, spans lost to a full queue are not counted here (a
+    warning says so once at construction). Replacing the batch processor
+    with one of our own would remove the dependency.
+
+    Known limitation: a preview is redacted on its first `preview_max_chars`
+    + 64 characters and then cut, so a value straddling the cut is replaced
+    whole; but a JWT whose header and payload together run more than 64
+    characters past the cut is not recognised, and its head survives in the
+    preview (the PEM and prefixed-key patterns still match a cut-off value).
+    Scanning the whole text would fix it at a cost that grows with the text.
+
+    Known limitation: link attributes, resource attributes and span names are
+    not redacted. Span names come from `start_llm_span` and instrumentation
+    and carry no user text; links and resources are set by our own code.
+    """
+
+    def __init__(
+        self,
+        next_processor: SpanProcessor,
+        *,
+        preview_max_chars: int = _DEFAULT_PREVIEW_MAX_CHARS,
+    ) -> None:
+        """Wraps `next_processor`.
+
+        Args:
+            next_processor: Receives every redacted span; normally a
+                `BatchSpanProcessor` in front of the OTLP exporter.
+            preview_max_chars: Longest preview kept, in characters.
+
+        Raises:
+            ValueError: `preview_max_chars` is below 1.
+        """
+        if preview_max_chars < 1:
+            raise ValueError(
+                f"preview_max_chars={preview_max_chars!r}: must be at least 1"
+            )
+        self._next = next_processor
+        self._preview_max_chars = preview_max_chars
+        self._batch = _batch_internals(next_processor)
+        self._last_error_log_s = float("-inf")
+
+    def on_start(self, span: Span, parent_context: Context | None = None) -> None:
+        """Forwards to the next processor."""
+        self._next.on_start(span, parent_context=parent_context)
+
+    def on_end(self, span: ReadableSpan) -> None:
+        """Redacts `span` and queues it; never raises, never blocks."""
+        try:
+            cleaned = self._redact_span(span)
+        except Exception:  # noqa: BLE001 - a sink never raises into its caller
+            # Sending the span unredacted is worse than losing it.
+            count_dropped_spans(DropReason.REDACTION_ERROR)
+            self._log_error_rate_limited("redaction failed; span dropped")
+            return
+
+        batch = self._batch
+        if batch is not None:
+            if batch._shutdown:
+                count_dropped_spans(DropReason.SHUTDOWN)
+            elif len(batch._queue) >= batch._max_queue_size:
+                # The batch processor makes room by discarding its oldest span.
+                count_dropped_spans(DropReason.QUEUE_FULL)
+        self._next.on_end(cleaned)
+
+    def shutdown(self) -> None:
+        """Shuts the next processor down (flushing what it holds)."""
+        self._next.shutdown()
+
+    def force_flush(self, timeout_millis: int = 30000) -> bool:
+        """Flushes the next processor; returns whether it finished in time."""
+        return self._next.force_flush(timeout_millis)
+
+    def _redact_span(self, span: ReadableSpan) -> ReadableSpan:
+        counts: dict[str, int] = {}
+        source = _plain_attributes(span)
+        attributes = self._redact_attributes(source, counts, previews=True)
+        events = self._redact_events(span.events, counts)
+        status = span.status
+        if status.description:
+            description, found = redact(status.description)
+            if found:
+                status = Status(status.status_code, description)
+                _add_counts(counts, found)
+
+        is_llm = GEN_AI_OPERATION_NAME in source
+        if (
+            attributes is None
+            and events is None
+            and status is span.status
+            and not is_llm
+        ):
+            return span
+
+        attributes = dict(source) if attributes is None else attributes
+        attributes[KOVERAGE_REDACTION_COUNTS] = _receipt(
+            source.get(KOVERAGE_REDACTION_COUNTS), counts
+        )
+        return _RedactedSpan(
+            span,
+            attributes=attributes,
+            events=span.events if events is None else events,
+            status=status,
+        )
+
+    def _redact_attributes(
+        self, source, counts: dict[str, int], *, previews: bool
+    ) -> dict | None:
+        # Returns a changed copy, or None when nothing needed changing.
+        changed: dict | None = None
+        for key, value in source.items():
+            value_type = type(value)
+            if value_type is str:
+                if previews and (
+                    key == KOVERAGE_PROMPT_PREVIEW or key == KOVERAGE_COMPLETION_PREVIEW
+                ):
+                    new_value = self._redact_preview(value, counts)
+                else:
+                    new_value = _redact_value(value, counts)
+            elif (value_type is tuple or value_type is list) and value:
+                new_value = _redact_sequence(value, counts)
+            else:
+                continue
+            if new_value is not value:
+                if changed is None:
+                    changed = dict(source)
+                changed[key] = new_value
+        return changed
+
+    def _redact_preview(self, text: str, counts: dict[str, int]) -> str:
+        limit = self._preview_max_chars
+        window = text[: limit + _PREVIEW_SCAN_MARGIN_CHARS]
+        redacted, found = redact(window)
+        if found:
+            _add_counts(counts, found)
+        if len(redacted) <= limit and redacted is text:
+            return text
+        return redacted[:limit]
+
+    def _redact_events(self, events: Sequence[Event], counts: dict[str, int]):
+        # Returns a new tuple of events, or None when none needed changing.
+        if not events:
+            return None
+        changed = False
+        result = []
+        for event in events:
+            attributes = (
+                self._redact_attributes(event.attributes, counts, previews=False)
+                if event.attributes
+                else None
+            )
+            if attributes is None:
+                result.append(event)
+                continue
+            changed = True
+            result.append(Event(event.name, attributes, event.timestamp))
+        return tuple(result) if changed else None
+
+    def _log_error_rate_limited(self, message: str) -> None:
+        now_s = time.monotonic()
+        if now_s - self._last_error_log_s >= _ERROR_LOG_INTERVAL_S:
+            self._last_error_log_s = now_s
+            logger.exception(message)
+
+
+class CountingSpanExporter(SpanExporter):
+    """Wraps an exporter and counts the spans of every failed export.
+
+    Put it between the batch processor and the OTLP exporter
+    (`BatchSpanProcessor(CountingSpanExporter(exporter))`) so spans lost to an
+    unreachable collector appear in `koverage_spans_dropped_total` with
+    reason `export_failed`.
+    """
+
+    def __init__(self, exporter: SpanExporter) -> None:
+        self._exporter = exporter
+
+    def export(self, spans: Sequence[ReadableSpan]) -> SpanExportResult:
+        """Exports through the wrapped exporter; counts the batch on failure."""
+        try:
+            result = self._exporter.export(spans)
+        except Exception:
+            count_dropped_spans(DropReason.EXPORT_FAILED, len(spans))
+            raise
+        if result is not SpanExportResult.SUCCESS:
+            count_dropped_spans(DropReason.EXPORT_FAILED, len(spans))
+        return result
+
+    def shutdown(self) -> None:
+        """Shuts the wrapped exporter down."""
+        self._exporter.shutdown()
+
+    def force_flush(self, timeout_millis: int = 30000) -> bool:
+        """Flushes the wrapped exporter."""
+        return self._exporter.force_flush(timeout_millis)
+
+
+class _RedactedSpan(ReadableSpan):
+    # A copy of an ended span with redacted attributes, events and status.
+    # The drop counts of the original are kept: the copy holds plain
+    # containers, whose own counts would read 0.
+
+    def __init__(self, original: ReadableSpan, *, attributes, events, status) -> None:
+        super().__init__(
+            name=original.name,
+            context=original.context,
+            parent=original.parent,
+            resource=original.resource,
+            attributes=attributes,
+            events=events,
+            links=original.links,
+            kind=original.kind,
+            status=status,
+            start_time=original.start_time,
+            end_time=original.end_time,
+            instrumentation_scope=original.instrumentation_scope,
+        )
+        self._original_drops = (
+            original.dropped_attributes,
+            original.dropped_events,
+            original.dropped_links,
+        )
+
+    @property
+    def dropped_attributes(self) -> int:
+        return self._original_drops[0]
+
+    @property
+    def dropped_events(self) -> int:
+        return self._original_drops[1]
+
+    @property
+    def dropped_links(self) -> int:
+        return self._original_drops[2]
+
+
+def _plain_attributes(span: ReadableSpan) -> dict:
+    # The SDK keeps attributes in a BoundedAttributes whose Python-level
+    # mapping methods cost about a microsecond per key; its inner dict is read
+    # directly when present (opentelemetry-sdk 1.45), for the same content.
+    inner = getattr(span._attributes, "_dict", None)
+    if isinstance(inner, dict):
+        return inner
+    return dict(span.attributes or {})
+
+
+def _redact_value(value: str, counts: dict[str, int]) -> str:
+    if len(value) <= _CACHED_VALUE_MAX_CHARS:
+        new_value, found = _redact_cached(value)
+    else:
+        new_value, found = redact(value)
+    if found:
+        _add_counts(counts, found)
+    return new_value
+
+
+@functools.lru_cache(maxsize=_CACHED_VALUES)
+def _redact_cached(value: str) -> tuple[str, dict[str, int]]:
+    # Callers only read the counts, so sharing the dict is safe.
+    return redact(value)
+
+
+def _redact_sequence(values: Sequence, counts: dict[str, int]):
+    # Returns a tuple with redacted strings, or `values` itself if unchanged.
+    if type(values[0]) is not str:
+        return values
+    result = [_redact_value(item, counts) for item in values]
+    if all(new is old for new, old in zip(result, values, strict=True)):
+        return values
+    return tuple(result)
+
+
+def _add_counts(counts: dict[str, int], found: dict[str, int]) -> None:
+    for kind, count in found.items():
+        counts[kind] = counts.get(kind, 0) + count
+
+
+def _receipt(existing, counts: dict[str, int]) -> str:
+    # Merges with a receipt already on the span (redaction done upstream).
+    if isinstance(existing, str) and existing:
+        try:
+            earlier = json.loads(existing)
+        except ValueError:
+            earlier = {}
+        if isinstance(earlier, dict):
+            for kind, count in earlier.items():
+                if isinstance(count, int):
+                    counts[kind] = counts.get(kind, 0) + count
+    if not counts:
+        return "{}"
+    # Kinds are fixed identifiers, so the JSON object is written directly.
+    return "{" + ",".join(f'"{kind}":{counts[kind]}' for kind in sorted(counts)) + "}"
+
+
+def _batch_internals(processor: SpanProcessor):
+    # The SDK batch processor's inner BatchProcessor, if it has the fields the
+    # queue-full check reads; None otherwise.
+    inner = getattr(processor, "_batch_processor", None)
+    if isinstance(processor, BatchSpanProcessor) and all(
+        hasattr(inner, field) for field in ("_queue", "_max_queue_size", "_shutdown")
+    ):
+        return inner
+    if isinstance(processor, BatchSpanProcessor):
+        logger.warning(
+            "BatchSpanProcessor internals changed; spans dropped on a full "
+            "queue will not be counted"
+        )
+    return None

@@ -1,0 +1,187 @@
+"""RedactingSpanProcessor: what reaches the exporter, and what it forwards."""
+
+import json
+
+import pytest
+from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import (
+    InMemorySpanExporter,
+)
+from opentelemetry.trace import Status, StatusCode
+
+from koverage.llmobs import (
+    KOVERAGE_COMPLETION_PREVIEW,
+    KOVERAGE_PROMPT_PREVIEW,
+    KOVERAGE_REDACTION_COUNTS,
+    DropReason,
+    RedactingSpanProcessor,
+    _processor,
+    spans_dropped,
+    start_llm_span,
+)
+
+
+@pytest.fixture
+def pipeline():
+    exporter = InMemorySpanExporter()
+    processor = RedactingSpanProcessor(
+        SimpleSpanProcessor(exporter), preview_max_chars=40
+    )
+    provider = TracerProvider()
+    provider.add_span_processor(processor)
+    yield provider.get_tracer("test"), exporter, processor
+    provider.shutdown()
+
+
+def test_llm_span_attributes_and_events_are_redacted_with_a_receipt(pipeline):
+    tracer, exporter, _ = pipeline
+
+    span = start_llm_span(tracer, "chat", "simulator", "sim-small")
+    span.set_attribute("app.user_note", "mail me at ana@example.org")
+    span.set_attribute("app.hosts", ["10.1.2.3", "db.internal", "10.9.8.7"])
+    span.set_attribute("gen_ai.usage.input_tokens", 12)
+    span.add_event("retry", {"reason": "key sk-abcdefghijklmnopqrstuvwxyz leaked"})
+    span.set_status(Status(StatusCode.ERROR, "bad card 4111 1111 1111 1111"))
+    span.end()
+
+    (exported,) = exporter.get_finished_spans()
+    attributes = exported.attributes
+    assert attributes["app.user_note"] == "mail me at [EMAIL]"
+    assert attributes["app.hosts"] == ("[IP]", "db.internal", "[IP]")
+    assert attributes["gen_ai.usage.input_tokens"] == 12
+    assert exported.events[0].attributes["reason"] == "key [CREDENTIAL] leaked"
+    assert exported.status.description == "bad card [CARD]"
+    assert json.loads(attributes[KOVERAGE_REDACTION_COUNTS]) == {
+        "email": 1,
+        "ip": 2,
+        "credential": 1,
+        "card": 1,
+    }
+    assert exported.name == "chat sim-small"
+    assert exported.context.span_id == span.get_span_context().span_id
+
+
+def test_previews_are_redacted_then_cut_to_the_limit(pipeline):
+    tracer, exporter, _ = pipeline
+    prompt = "My email is bob@example.com and " + "x" * 200
+    # The card straddles the 40-character cut: it must not leak in part.
+    completion = "The number you gave, 4111 1111 1111 1111, is stored."
+
+    span = start_llm_span(tracer, "chat", "simulator", "sim-small")
+    span.set_attribute(KOVERAGE_PROMPT_PREVIEW, prompt)
+    span.set_attribute(KOVERAGE_COMPLETION_PREVIEW, completion)
+    span.end()
+
+    attributes = exporter.get_finished_spans()[0].attributes
+    assert (
+        attributes[KOVERAGE_PROMPT_PREVIEW]
+        == ("My email is [EMAIL] and " + "x" * 200)[:40]
+    )
+    assert (
+        attributes[KOVERAGE_COMPLETION_PREVIEW]
+        == "The number you gave, [CARD], is stored."[:40]
+    )
+    assert "1111" not in attributes[KOVERAGE_COMPLETION_PREVIEW]
+    assert json.loads(attributes[KOVERAGE_REDACTION_COUNTS]) == {"email": 1, "card": 1}
+
+
+def test_clean_llm_span_gets_an_empty_receipt(pipeline):
+    tracer, exporter, _ = pipeline
+
+    start_llm_span(tracer, "chat", "simulator", "sim-small").end()
+
+    attributes = exporter.get_finished_spans()[0].attributes
+    assert attributes[KOVERAGE_REDACTION_COUNTS] == "{}"
+
+
+def test_clean_non_llm_span_passes_through_unchanged(pipeline):
+    tracer, exporter, _ = pipeline
+
+    with tracer.start_as_current_span("router.Generate") as span:
+        span.set_attribute("rpc.method", "Generate")
+
+    (exported,) = exporter.get_finished_spans()
+    # The SDK's own ended-span object, not a redacted copy.
+    assert not isinstance(exported, _processor._RedactedSpan)
+    assert dict(exported.attributes) == {"rpc.method": "Generate"}
+    assert KOVERAGE_REDACTION_COUNTS not in exported.attributes
+
+
+def test_existing_receipt_is_merged(pipeline):
+    tracer, exporter, _ = pipeline
+
+    span = start_llm_span(
+        tracer,
+        "chat",
+        "simulator",
+        "sim-small",
+        attributes={KOVERAGE_REDACTION_COUNTS: '{"email": 2}', "note": "x@y.io"},
+    )
+    span.end()
+
+    receipt = exporter.get_finished_spans()[0].attributes[KOVERAGE_REDACTION_COUNTS]
+    assert json.loads(receipt) == {"email": 3}
+
+
+def test_span_is_dropped_and_counted_when_redaction_fails(pipeline, monkeypatch):
+    tracer, exporter, _ = pipeline
+
+    def broken(_text):
+        raise RuntimeError("boom")
+
+    monkeypatch.setattr(_processor, "redact", broken)
+    before = spans_dropped(DropReason.REDACTION_ERROR)
+
+    span = start_llm_span(tracer, "chat", "simulator", "sim-small")
+    span.set_attribute("note", "anything")
+    span.end()
+
+    assert exporter.get_finished_spans() == ()
+    assert spans_dropped(DropReason.REDACTION_ERROR) == before + 1
+
+
+class _RecordingProcessor:
+    """A next processor that records what it was asked to do."""
+
+    def __init__(self):
+        self.calls = []
+
+    def on_start(self, span, parent_context=None):
+        self.calls.append(("on_start", span.name, parent_context))
+
+    def on_end(self, span):
+        self.calls.append(("on_end", span.name))
+
+    def shutdown(self):
+        self.calls.append(("shutdown",))
+
+    def force_flush(self, timeout_millis=30000):
+        self.calls.append(("force_flush", timeout_millis))
+        return False
+
+
+def test_on_start_shutdown_and_force_flush_are_forwarded():
+    recorder = _RecordingProcessor()
+    processor = RedactingSpanProcessor(recorder)
+    provider = TracerProvider()
+    provider.add_span_processor(processor)
+
+    provider.get_tracer("test").start_span("op").end()
+    flushed = processor.force_flush(1234)
+    processor.shutdown()
+
+    assert recorder.calls == [
+        ("on_start", "op", None),
+        ("on_end", "op"),
+        ("force_flush", 1234),
+        ("shutdown",),
+    ]
+    assert flushed is False
+
+
+def test_preview_limit_is_validated():
+    with pytest.raises(ValueError, match="preview_max_chars=0"):
+        RedactingSpanProcessor(
+            SimpleSpanProcessor(InMemorySpanExporter()), preview_max_chars=0
+        )
