@@ -38,6 +38,10 @@ class Settings:
     underwriter_address: str = "127.0.0.1:50055"
     """host:port of the underwriter service (EvaluationService)."""
 
+    dashboard_address: str = "127.0.0.1:8480"
+    """host:port of the live web dashboard (Beacon and Underwriter), served
+    by the worker; port 0 picks a free one."""
+
     underwriter_datasets_dir: str = ""
     """Directory of the Underwriter's public datasets; empty means
     `../shared/datasets` next to the repository root."""

@@ -1,0 +1,345 @@
+"""Live generations: one asyncio task per answer, with watchers.
+
+A generation runs in its own task, independent of the RPC that started it:
+it reads the router's stream, appends the text to a buffer, and stores the
+outcome. Any number of watchers (the StreamChat call that started it,
+ResumeGeneration calls) follow the buffer from an offset; a slow or gone
+watcher never slows the generation, and a blocking model stream blocks only
+its own task.
+
+Persistence rule: the partial answer is written to its message row at most
+once every `persist_interval_s` while text arrives (so a killed process
+loses at most that much text), and the final text and outcome once at the
+end, whatever the end was: complete, refused, cancelled or failed.
+"""
+
+import asyncio
+import bisect
+import dataclasses
+import logging
+import time
+from collections.abc import AsyncIterator
+from decimal import Decimal
+
+import grpc
+
+from koverage.chat.v1 import chat_pb2
+from koverage.errors import error_from_rpc
+from koverage.router.v1 import router_pb2, router_pb2_grpc
+from services.chat._convert import completed_event
+from services.chat._history import CHARS_PER_TOKEN, PromptPlan
+from services.chat._models import estimate_cost_usd
+from services.chat._store import ChatStore, MessageRecord, Outcome
+
+PERSIST_INTERVAL_S = 1.0
+"""Longest time partial text stays only in memory while a generation streams."""
+
+_GENERATION_DEADLINE_S = 600.0
+_ROLES = {
+    "system": router_pb2.ROLE_SYSTEM,
+    "user": router_pb2.ROLE_USER,
+    "assistant": router_pb2.ROLE_ASSISTANT,
+}
+_FINISH_REASONS = {
+    router_pb2.FINISH_REASON_STOP: "stop",
+    router_pb2.FINISH_REASON_LENGTH: "length",
+    router_pb2.FINISH_REASON_CONTENT_FILTER: "content_filter",
+    router_pb2.FINISH_REASON_REFUSED: "refused",
+}
+
+logger = logging.getLogger(__name__)
+
+
+@dataclasses.dataclass(frozen=True)
+class GenerationSpec:
+    """Everything one generation needs to run."""
+
+    tenant: str
+    conversation_id: str
+    message_id: str
+    model: router_pb2.ModelInfo
+    plan: PromptPlan
+    guardrail: bool
+    temperature: float | None
+    max_output_tokens: int | None
+    trace_id: str
+    requested_at: float
+    """time.perf_counter() when the request arrived, for time to first token."""
+
+
+class Generation:
+    """One answer being generated, and the text it has produced so far."""
+
+    def __init__(self, spec: GenerationSpec) -> None:
+        self.spec = spec
+        self._chunks: list[str] = []
+        self._starts: list[int] = []  # offset of each chunk in the answer
+        self._length = 0
+        self._changed = asyncio.Event()
+        self._stop: tuple[str, str] | None = None  # (status, reason)
+        self._running = False
+        self.completed: chat_pb2.ChatCompleted | None = None
+        self.record: MessageRecord | None = None
+        self.task: asyncio.Task | None = None
+
+    @property
+    def message_id(self) -> str:
+        return self.spec.message_id
+
+    @property
+    def done(self) -> bool:
+        """True once the outcome is stored and `completed` is set."""
+        return self.completed is not None
+
+    @property
+    def text(self) -> str:
+        return "".join(self._chunks)
+
+    @property
+    def length_chars(self) -> int:
+        return self._length
+
+    def cancel(self, status: str, reason: str) -> bool:
+        """Stops the generation; it stores `status` ("cancelled" or "failed")
+        with `reason`. Returns False if it had already finished."""
+        if self.done or self.task is None or self.task.done():
+            return False
+        if self._stop is None:
+            self._stop = (status, reason)
+            # A task cancelled before its first step would never run its
+            # body, so an unstarted one sees `_stop` when it starts instead.
+            if self._running:
+                self.task.cancel()
+        return True
+
+    async def wait(self) -> None:
+        """Returns once the outcome is stored."""
+        if self.task is not None:
+            await asyncio.shield(self.task)
+
+    async def follow(
+        self, offset_chars: int = 0
+    ) -> AsyncIterator[chat_pb2.ChatDelta | chat_pb2.ChatCompleted]:
+        """Yields the text from `offset_chars` on as deltas, live, then the
+        completed event. Delta boundaries follow the router's, except the
+        first one when `offset_chars` falls inside a chunk."""
+        position = offset_chars
+        while True:
+            changed = self._changed
+            if position < self._length:
+                index = bisect.bisect_right(self._starts, position) - 1
+                chunk = self._chunks[index][position - self._starts[index] :]
+                yield chat_pb2.ChatDelta(text=chunk, offset_chars=position)
+                position += len(chunk)
+                continue
+            if self.completed is not None:
+                yield self.completed
+                return
+            await changed.wait()
+
+    async def run(
+        self, router: router_pb2_grpc.RouterServiceStub, store: ChatStore
+    ) -> None:
+        """Streams the answer from the router and stores the outcome."""
+        spec = self.spec
+        self._running = True
+        if self._stop is not None:
+            await self._finish(store, self._partial_outcome(*self._stop, None))
+            return
+        ttft_ms: float | None = None
+        last_persist = time.monotonic()
+        persisted_length = 0
+        call = router.Generate(_generate_request(spec), timeout=_GENERATION_DEADLINE_S)
+        try:
+            summary = None
+            async for response in call:
+                if response.HasField("summary"):
+                    summary = response.summary
+                    continue
+                if not response.delta.text:
+                    continue
+                if ttft_ms is None:
+                    ttft_ms = (time.perf_counter() - spec.requested_at) * 1000
+                self._append(response.delta.text)
+                if (
+                    time.monotonic() - last_persist >= PERSIST_INTERVAL_S
+                    and self._length > persisted_length
+                ):
+                    persisted_length = self._length
+                    await store.save_progress(spec.message_id, self.text)
+                    last_persist = time.monotonic()
+            outcome = self._summary_outcome(summary, ttft_ms)
+        except asyncio.CancelledError:
+            call.cancel()
+            status, reason = self._stop or ("failed", "generation task was cancelled")
+            outcome = self._partial_outcome(status, reason, ttft_ms)
+        except grpc.aio.AioRpcError as exc:
+            error = error_from_rpc(exc)
+            logger.warning(
+                "generation failed",
+                extra={"message_id": spec.message_id, "code": exc.code().name},
+            )
+            outcome = self._partial_outcome(
+                "failed", f"router {exc.code().name}: {error}", ttft_ms
+            )
+        except Exception as exc:
+            logger.exception(
+                "generation crashed", extra={"message_id": spec.message_id}
+            )
+            call.cancel()
+            outcome = self._partial_outcome(
+                "failed", f"internal error in chat: {type(exc).__name__}", ttft_ms
+            )
+        await self._finish(store, outcome)
+
+    def _append(self, text: str) -> None:
+        self._starts.append(self._length)
+        self._chunks.append(text)
+        self._length += len(text)
+        self._notify()
+
+    def _notify(self) -> None:
+        changed, self._changed = self._changed, asyncio.Event()
+        changed.set()
+
+    def _summary_outcome(
+        self, summary: router_pb2.GenerationSummary | None, ttft_ms: float | None
+    ) -> Outcome:
+        spec = self.spec
+        if summary is None:
+            return self._partial_outcome(
+                "failed", "the router closed the stream without a summary", ttft_ms
+            )
+        refused = summary.status == router_pb2.GENERATION_STATUS_REFUSED
+        return Outcome(
+            status="refused" if refused else "complete",
+            content=self.text,
+            model=summary.model or spec.model.id,
+            provider=summary.provider,
+            input_tokens=summary.usage.input_tokens,
+            output_tokens=summary.usage.output_tokens,
+            usage_estimated=summary.usage.estimated,
+            cost_usd=Decimal(summary.cost_usd or "0"),
+            finish_reason=_FINISH_REASONS.get(summary.finish_reason, "stop"),
+            failure_reason=summary.refusal_reason if refused else "",
+            time_to_first_token_ms=ttft_ms,
+            history_messages_dropped=spec.plan.history_messages_dropped,
+            trace_id=summary.trace_id or spec.trace_id,
+        )
+
+    def _partial_outcome(
+        self, status: str, reason: str, ttft_ms: float | None
+    ) -> Outcome:
+        """An outcome without the router's summary: counts are estimated from
+        characters, and nothing is counted when no text arrived."""
+        spec = self.spec
+        text = self.text
+        input_tokens = spec.plan.estimated_prompt_tokens if text else 0
+        output_tokens = -(-len(text) // CHARS_PER_TOKEN)
+        return Outcome(
+            status=status,
+            content=text,
+            model=spec.model.id,
+            provider=spec.model.provider,
+            input_tokens=input_tokens,
+            output_tokens=output_tokens,
+            usage_estimated=True,
+            cost_usd=estimate_cost_usd(spec.model, input_tokens, output_tokens),
+            finish_reason="cancelled" if status == "cancelled" else "error",
+            failure_reason=reason,
+            time_to_first_token_ms=ttft_ms,
+            history_messages_dropped=spec.plan.history_messages_dropped,
+            trace_id=spec.trace_id,
+        )
+
+    async def _finish(self, store: ChatStore, outcome: Outcome) -> None:
+        # The write must survive a second cancellation (server shutdown).
+        try:
+            self.record = await asyncio.shield(
+                store.finish_message(self.spec.message_id, outcome)
+            )
+        except asyncio.CancelledError:
+            logger.warning(
+                "outcome write interrupted; the row stays streaming until restart",
+                extra={"message_id": self.spec.message_id},
+            )
+        except Exception:
+            # The row stays `streaming`; the next start marks it failed.
+            logger.exception(
+                "could not store a generation's outcome",
+                extra={"message_id": self.spec.message_id},
+            )
+        self.completed = completed_event(self.spec.message_id, outcome)
+        self._notify()
+
+
+class GenerationRegistry:
+    """Live generations of this process, by message id."""
+
+    def __init__(
+        self, router: router_pb2_grpc.RouterServiceStub, store: ChatStore
+    ) -> None:
+        self._router = router
+        self._store = store
+        self._live: dict[str, Generation] = {}
+
+    def start(self, spec: GenerationSpec) -> Generation:
+        """Starts the generation's task; it leaves the registry when stored."""
+        generation = Generation(spec)
+        self._live[spec.message_id] = generation
+
+        async def run() -> None:
+            try:
+                await generation.run(self._router, self._store)
+            finally:
+                self._live.pop(spec.message_id, None)
+
+        generation.task = asyncio.create_task(
+            run(), name=f"generation-{spec.message_id}"
+        )
+        return generation
+
+    def get(self, tenant: str, message_id: str) -> Generation | None:
+        """The tenant's live generation with this id, if any."""
+        generation = self._live.get(message_id)
+        if generation is None or generation.spec.tenant != tenant:
+            return None
+        return generation
+
+    def in_conversation(self, tenant: str, conversation_id: str) -> list[Generation]:
+        """The tenant's live generations of one conversation."""
+        return [
+            g
+            for g in self._live.values()
+            if g.spec.tenant == tenant and g.spec.conversation_id == conversation_id
+        ]
+
+    async def stop_all(self, reason: str) -> None:
+        """Fails every live generation with `reason` and waits for the writes."""
+        generations = list(self._live.values())
+        for generation in generations:
+            generation.cancel("failed", reason)
+        for generation in generations:
+            try:
+                await generation.wait()
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                logger.exception("generation ended with an error")
+
+
+def _generate_request(spec: GenerationSpec) -> router_pb2.GenerateRequest:
+    request = router_pb2.GenerateRequest(
+        model=spec.model.id,
+        messages=[
+            router_pb2.ChatMessage(role=_ROLES[m["role"]], content=m["content"])
+            for m in spec.plan.messages
+        ],
+        guardrail=spec.guardrail,
+        conversation_id=spec.conversation_id,
+    )
+    if spec.temperature is not None:
+        request.temperature = spec.temperature
+    if spec.max_output_tokens is not None:
+        request.max_output_tokens = spec.max_output_tokens
+    return request

@@ -1,0 +1,25 @@
+-- Details of a finished generation, so that ResumeGeneration can replay the
+-- same `completed` event the live stream sent, and a rule that a
+-- conversation has at most one generation streaming at a time.
+
+ALTER TABLE chat_messages
+    ADD COLUMN provider                 text    NOT NULL DEFAULT '',
+    ADD COLUMN finish_reason            text    NOT NULL DEFAULT '',
+    ADD COLUMN usage_estimated          boolean NOT NULL DEFAULT false,
+    ADD COLUMN time_to_first_token_ms   double precision,
+    ADD COLUMN history_messages_dropped integer NOT NULL DEFAULT 0,
+    ADD COLUMN trace_id                 text    NOT NULL DEFAULT '';
+
+-- Rows written before this migration: a finished assistant answer's finish
+-- reason follows from its status.
+UPDATE chat_messages
+   SET finish_reason = CASE status
+           WHEN 'complete'  THEN 'stop'
+           WHEN 'cancelled' THEN 'cancelled'
+           WHEN 'refused'   THEN 'refused'
+           WHEN 'failed'    THEN 'error'
+           ELSE '' END
+ WHERE role = 'assistant';
+
+CREATE UNIQUE INDEX chat_messages_one_streaming_per_conversation
+    ON chat_messages (conversation_id) WHERE status = 'streaming';

@@ -1,0 +1,227 @@
+"""Cancelling from both sides, resuming at an offset, deleting mid-stream."""
+
+import asyncio
+
+import grpc
+import pytest
+
+from koverage.chat.v1 import chat_pb2, chat_pb2_grpc
+from koverage.serving import connect
+from tests.chat.conftest import rpc_code, stream_turn
+from tests.fixtures.openai_server import Scenario
+
+# A long, slow answer: 200 tokens 50 ms apart, so every test ends it early.
+_SLOW = Scenario(tokens=tuple(f" t{i}" for i in range(200)), inter_token_delay_s=0.05)
+
+
+async def stored_answer(stub, conversation_id: str) -> chat_pb2.Message:
+    """The conversation's last message once it stopped streaming."""
+    for _ in range(100):
+        stored = await stub.GetConversation(
+            chat_pb2.GetConversationRequest(conversation_id=conversation_id), timeout=5
+        )
+        answer = stored.messages[-1]
+        if answer.status != chat_pb2.MESSAGE_STATUS_STREAMING:
+            return answer
+        await asyncio.sleep(0.05)
+    raise AssertionError("the answer stayed streaming")
+
+
+async def read_until_chars(call, chars: int):
+    """Reads a StreamChat call until `chars` characters arrived."""
+    started, text = None, ""
+    async for event in call:
+        if event.HasField("started"):
+            started = event.started
+        elif event.HasField("delta"):
+            assert event.delta.offset_chars == len(text)
+            text += event.delta.text
+            if len(text) >= chars:
+                return started, text
+    raise AssertionError("stream ended early")
+
+
+async def test_client_cancelling_its_call_stops_the_provider_and_keeps_the_part(chat):
+    upstream = chat.router.upstream
+    upstream.default = _SLOW
+    call = chat.stub.StreamChat(
+        chat_pb2.StreamChatRequest(content="long answer please", model="fixture/model"),
+        timeout=30,
+    )
+    started, received = await read_until_chars(call, 12)
+    call.cancel()
+
+    await asyncio.wait_for(upstream.client_closed.wait(), 5)
+    answer = await stored_answer(chat.stub, started.conversation_id)
+    assert answer.status == chat_pb2.MESSAGE_STATUS_CANCELLED
+    assert answer.content.startswith(received)
+    assert "client cancelled" in answer.failure_reason
+    assert upstream.requests[0].closed_by_client and not upstream.requests[0].finished
+
+    # The conversation is consistent: the next turn works and sees the part.
+    upstream.default = Scenario()
+    after = await stream_turn(
+        chat.stub, conversation_id=started.conversation_id, content="go on"
+    )
+    assert after.completed.status == chat_pb2.MESSAGE_STATUS_COMPLETE
+    sent = upstream.requests[1].body["messages"]
+    assert sent[1] == {"role": "assistant", "content": answer.content}
+
+
+async def test_cancel_generation_from_another_client_ends_the_stream(chat):
+    upstream = chat.router.upstream
+    upstream.default = _SLOW
+    call = chat.stub.StreamChat(
+        chat_pb2.StreamChatRequest(content="long answer please", model="fixture/model"),
+        timeout=30,
+    )
+    started, received = await read_until_chars(call, 8)
+
+    other_channel = connect(chat.address)
+    other = chat_pb2_grpc.ChatServiceStub(other_channel)
+    try:
+        cancelled = await other.CancelGeneration(
+            chat_pb2.CancelGenerationRequest(message_id=started.message_id), timeout=10
+        )
+        rest = [event async for event in call]
+        again = await rpc_code(
+            other.CancelGeneration(
+                chat_pb2.CancelGenerationRequest(message_id=started.message_id),
+                timeout=5,
+            )
+        )
+    finally:
+        await other_channel.close()
+
+    assert cancelled.message.status == chat_pb2.MESSAGE_STATUS_CANCELLED
+    assert cancelled.message.content.startswith(received)
+    streamed = received + "".join(e.delta.text for e in rest if e.HasField("delta"))
+    assert streamed == cancelled.message.content
+    completed = rest[-1].completed
+    assert completed.status == chat_pb2.MESSAGE_STATUS_CANCELLED
+    assert completed.finish_reason == "cancelled"
+    assert completed.usage_estimated
+    await asyncio.wait_for(upstream.client_closed.wait(), 5)
+    assert again == grpc.StatusCode.FAILED_PRECONDITION
+
+
+async def test_resume_reattaches_at_an_offset_and_follows_the_live_stream(chat):
+    upstream = chat.router.upstream
+    upstream.default = Scenario(
+        tokens=tuple(f" w{i}" for i in range(30)), inter_token_delay_s=0.02
+    )
+    call = chat.stub.StreamChat(
+        chat_pb2.StreamChatRequest(content="stream", model="fixture/model"), timeout=30
+    )
+    started, received = await read_until_chars(call, 10)
+
+    resumed = chat.stub.ResumeGeneration(
+        chat_pb2.ResumeGenerationRequest(message_id=started.message_id, offset_chars=5),
+        timeout=30,
+    )
+    resumed_events = [event async for event in resumed]
+    original_rest = [event async for event in call]
+
+    full = received + "".join(
+        e.delta.text for e in original_rest if e.HasField("delta")
+    )
+    assert full == "".join(f" w{i}" for i in range(30))
+    deltas = [e.delta for e in resumed_events if e.HasField("delta")]
+    assert deltas[0].offset_chars == 5
+    assert "".join(d.text for d in deltas) == full[5:]
+    assert resumed_events[-1].completed == original_rest[-1].completed
+    assert resumed_events[-1].completed.status == chat_pb2.MESSAGE_STATUS_COMPLETE
+
+
+async def test_resume_after_the_end_returns_the_stored_rest(chat):
+    turn = await stream_turn(chat.stub, content="short answer")
+
+    events = [
+        event
+        async for event in chat.stub.ResumeGeneration(
+            chat_pb2.ResumeGenerationRequest(
+                message_id=turn.started.message_id, offset_chars=7
+            ),
+            timeout=10,
+        )
+    ]
+
+    assert [e.WhichOneof("event") for e in events] == ["delta", "completed"]
+    assert events[0].delta.text == turn.text[7:]
+    assert events[0].delta.offset_chars == 7
+    replayed, original = events[1].completed, turn.completed
+    for field in (
+        "message_id",
+        "status",
+        "input_tokens",
+        "output_tokens",
+        "cost_usd",
+        "model",
+        "provider",
+        "finish_reason",
+        "trace_id",
+    ):
+        assert getattr(replayed, field) == getattr(original, field), field
+    assert replayed.time_to_first_token.ToNanoseconds() > 0
+
+    with pytest.raises(grpc.aio.AioRpcError) as caught:
+        async for _ in chat.stub.ResumeGeneration(
+            chat_pb2.ResumeGenerationRequest(
+                message_id=turn.started.message_id, offset_chars=len(turn.text) + 1
+            ),
+            timeout=10,
+        ):
+            pass
+    assert caught.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    with pytest.raises(grpc.aio.AioRpcError) as caught:
+        async for _ in chat.stub.ResumeGeneration(
+            chat_pb2.ResumeGenerationRequest(message_id=turn.started.user_message_id),
+            timeout=10,
+        ):
+            pass
+    assert caught.value.code() == grpc.StatusCode.NOT_FOUND
+
+
+async def test_second_turn_while_streaming_is_refused(chat):
+    upstream = chat.router.upstream
+    upstream.default = _SLOW
+    call = chat.stub.StreamChat(
+        chat_pb2.StreamChatRequest(content="long", model="fixture/model"), timeout=30
+    )
+    started, _ = await read_until_chars(call, 3)
+
+    with pytest.raises(grpc.aio.AioRpcError) as caught:
+        await stream_turn(
+            chat.stub, conversation_id=started.conversation_id, content="hurry"
+        )
+    assert caught.value.code() == grpc.StatusCode.FAILED_PRECONDITION
+    call.cancel()
+
+
+async def test_deleting_a_conversation_cancels_its_generation(chat):
+    upstream = chat.router.upstream
+    upstream.default = _SLOW
+    call = chat.stub.StreamChat(
+        chat_pb2.StreamChatRequest(content="long", model="fixture/model"), timeout=30
+    )
+    started, _ = await read_until_chars(call, 3)
+
+    await chat.stub.DeleteConversation(
+        chat_pb2.DeleteConversationRequest(conversation_id=started.conversation_id),
+        timeout=5,
+    )
+    rest = [event async for event in call]
+
+    assert rest[-1].completed.status == chat_pb2.MESSAGE_STATUS_CANCELLED
+    await asyncio.wait_for(upstream.client_closed.wait(), 5)
+    assert (
+        await rpc_code(
+            chat.stub.GetConversation(
+                chat_pb2.GetConversationRequest(
+                    conversation_id=started.conversation_id
+                ),
+                timeout=5,
+            )
+        )
+        == grpc.StatusCode.NOT_FOUND
+    )
