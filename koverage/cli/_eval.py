@@ -1,9 +1,12 @@
 """`koverage eval run`: the Underwriter's exam from the command line.
 
 Model calls go through the router (the running mesh's, or
-KOVERAGE_ROUTER_ADDRESS). With `--simulate`, the planted-rate personas of
-`services.underwriter.simulated` answer in process instead; such runs are
-labelled simulated in the scorecard and the PDF.
+KOVERAGE_ROUTER_ADDRESS). The router serves the planted-rate personas of
+`services.underwriter.simulated` as sim/leaky and sim/careful, with judges
+sim/judge-exact and sim/judge-noisy (the default judges when every model is
+simulated). With `--simulate`, the same personas answer in process instead
+(named sim-leaky, sim-careful). Either way the run is labelled simulated in
+the scorecard and the PDF.
 """
 
 import asyncio
@@ -15,6 +18,9 @@ from koverage.cli._state import read_state
 from koverage.router.v1 import router_pb2, router_pb2_grpc
 from koverage.serving import connect
 from koverage.settings import Settings
+
+
+_SIMULATED_JUDGES = ("sim/judge-exact", "sim/judge-noisy")
 
 
 def register(commands) -> None:
@@ -53,7 +59,7 @@ async def _run(args) -> int:
         generate, simulated, judges, exam = _simulator(models, judges, args)
     else:
         channel = _router_channel()
-        generate, simulated = await _router_generate(channel, models, judges)
+        generate, simulated, judges = await _router_generate(channel, models, judges)
 
     with Progress(
         "[progress.description]{task.description}", BarColumn(), MofNCompleteColumn(),
@@ -110,10 +116,13 @@ async def _router_generate(channel, models, judges):
     catalog = {
         m.id: m for m in (await stub.ListModels(router_pb2.ListModelsRequest(), timeout=10)).models
     }
+    simulated = [m for m in models if m in catalog and catalog[m].simulated]
+    if not judges and simulated == models:
+        judges = list(_SIMULATED_JUDGES)
     unknown = [m for m in [*models, *judges] if m not in catalog]
     if unknown:
         raise SystemExit(f"koverage eval: not in the router's catalog: {', '.join(unknown)}")
-    return RouterGenerate(channel), [m for m in models if catalog[m].simulated]
+    return RouterGenerate(channel), simulated, judges
 
 
 def _simulator(models, judges, args):

@@ -55,7 +55,9 @@ def register(commands) -> None:
 
 def run(args) -> int:
     settings = Settings.from_env()
-    configure_logging("up", settings.log_level)
+    # The console is for the endpoints; `up`'s own lifecycle logs show only
+    # when asked for (each service logs in full to its own file).
+    configure_logging("up", os.environ.get(ENV_PREFIX + "LOG_LEVEL", "WARNING"))
     handle_termination_signals()
     directory = run_dir(settings)
     logs = directory / "logs"
@@ -154,7 +156,9 @@ def _start_mesh(settings: Settings, args, supervisor: Supervisor, directory) -> 
     # export their own spans, which would loop back into the pipeline.
     start_service(supervisor, "ingest", mesh.services["ingest"], env=env)
     mesh.otlp_endpoint = settings.otlp_endpoint or RotelCollector(
-        mesh.services["ingest"], supervisor=supervisor
+        mesh.services["ingest"],
+        supervisor=supervisor,
+        export_headers={"authorization": f"Bearer {mesh.api_key}"},
     ).start()
     start_service(supervisor, "worker", mesh.services["worker"], env=env)
     traced = {**env, ENV_PREFIX + "OTLP_ENDPOINT": mesh.otlp_endpoint}

@@ -13,6 +13,7 @@ import importlib.util
 import logging
 import os
 import tempfile
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Self
 
@@ -43,6 +44,8 @@ class RotelCollector:
         supervisor: Supervisor to run under; None makes a private one.
         name: Process name in the supervisor.
         ready_timeout_s: How long to wait for the gRPC receiver to listen.
+        export_headers: Headers sent with every export, such as
+            `{"authorization": "Bearer <key>"}` for the ingest service.
     """
 
     def __init__(
@@ -57,6 +60,7 @@ class RotelCollector:
         supervisor: Supervisor | None = None,
         name: str = "rotel",
         ready_timeout_s: float = 30.0,
+        export_headers: Mapping[str, str] | None = None,
     ) -> None:
         if not export_to:
             raise ValueError("export_to='' : give the OTLP/gRPC endpoint to forward to")
@@ -70,6 +74,7 @@ class RotelCollector:
         self._owns_supervisor = supervisor is None
         self._name = name
         self._ready_timeout_s = ready_timeout_s
+        self._export_headers = dict(export_headers or {})
         self._process: ManagedProcess | None = None
         self._grpc_endpoint = ""
         self._http_endpoint = ""
@@ -159,9 +164,17 @@ class RotelCollector:
                 "--otlp-receiver-metrics-disabled",
                 "--otlp-receiver-logs-disabled",
             ]
+        # Headers (the ingest API key) travel in the environment, not argv,
+        # so they do not show in `ps`.
+        env = {}
+        if self._export_headers:
+            env["ROTEL_OTLP_EXPORTER_CUSTOM_HEADERS"] = ",".join(
+                f"{key}={value}" for key, value in self._export_headers.items()
+            )
         return self._supervisor.start_process(
             self._name,
             argv,
+            env=env,
             ready=tcp_ready(self._host, grpc_port),
             ready_timeout_s=self._ready_timeout_s,
             stop_timeout_s=5.0,

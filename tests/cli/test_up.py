@@ -66,11 +66,13 @@ def test_up_runs_the_mesh_reports_status_and_stops_cleanly(tmp_path):
         assert report["api_key"].startswith("kov_")
         assert report["database_url"].startswith("postgresql://")
         assert report["kafka_bootstrap"] and report["otlp_endpoint"]
+        _assert_demo_trace_reached_postgres(report["database_url"], text)
         children = _descendants(up.pid)
         assert len(children) >= 8  # postgres, tansu, rotel and five services
     finally:
         up.send_signal(signal.SIGINT)
         up.wait(timeout=60)
+        up.stdout.close()
 
     time.sleep(0.5)
     assert not [pid for pid in children if psutil.pid_exists(pid) and
@@ -78,3 +80,38 @@ def test_up_runs_the_mesh_reports_status_and_stops_cleanly(tmp_path):
     after = subprocess.run(_koverage("status", "--json"), env=env, capture_output=True, text=True)
     assert after.returncode == 1
     assert "no mesh is running" in json.loads(after.stdout)["error"]
+
+
+def _assert_demo_trace_reached_postgres(database_url: str, up_output: str) -> None:
+    """The demo turn travels router -> Rotel -> ingest -> Tansu -> worker ->
+    Postgres as one trace: chat -> router -> provider call."""
+    import re
+
+    import psycopg
+
+    trace_id = re.search(r"trace=([0-9a-f]{32})", up_output).group(1)
+    deadline = time.monotonic() + 60
+    names: list[str] = []
+    with psycopg.connect(database_url, autocommit=True) as conn:
+        while time.monotonic() < deadline:
+            rows = conn.execute(
+                "SELECT name, span_id, parent_span_id FROM spans WHERE trace_id = %s "
+                "ORDER BY start_time",
+                (bytes.fromhex(trace_id),),
+            ).fetchall()
+            names = [r[0] for r in rows]
+            if "chat sim/steady" in names:
+                break
+            time.sleep(0.5)
+        by_name = {r[0]: r for r in rows}
+        call = conn.execute(
+            "SELECT model, input_tokens, output_tokens, status FROM llm_calls "
+            "WHERE trace_id = %s", (bytes.fromhex(trace_id),),
+        ).fetchone()
+    chat = by_name["koverage.chat.v1.ChatService/StreamChat"]
+    generate = by_name["koverage.router.v1.RouterService/Generate"]
+    provider = by_name["chat sim/steady"]
+    assert chat[2] is None
+    assert provider[2] == generate[1]
+    assert generate[2] == chat[1]
+    assert call == ("sim/steady", 11, 24, "complete")
