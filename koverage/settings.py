@@ -29,6 +29,15 @@ class Settings:
     chat_default_model: str = "sim/steady"
     """Catalog model a new conversation uses when the request names none."""
 
+    chat_orphan_grace_s: float = 5.0
+    """How long an answer keeps generating after its StreamChat call ended
+    early (the client cancelled or lost its connection) with nobody watching,
+    waiting for a ResumeGeneration to pick it up; then it is cancelled. gRPC
+    cannot tell a deliberate cancel from a lost connection, so longer lets
+    slower reconnects continue, and costs provider tokens for that long
+    after every deliberate cancel (clients that want an immediate stop set
+    `cancel_on_disconnect`). 0 cancels at once, as if every request set it."""
+
     ingest_address: str = "127.0.0.1:50053"
     """host:port of the ingest service (OTLP TraceService)."""
 
@@ -37,6 +46,14 @@ class Settings:
 
     underwriter_address: str = "127.0.0.1:50055"
     """host:port of the underwriter service (EvaluationService)."""
+
+    dashboard_metrics_urls: str = ""
+    """Comma-separated Prometheus /metrics URLs of the other services, whose
+    dropped-span counters the dashboard shows."""
+
+    trace_url_template: str = ""
+    """Link to a trace in Jaeger or Tempo, e.g.
+    `http://jaeger:16686/trace/{trace_id}`; empty shows the id only."""
 
     dashboard_address: str = "127.0.0.1:8480"
     """host:port of the live web dashboard (Beacon and Underwriter), served
@@ -101,6 +118,9 @@ class Settings:
 
     catalog_path: str = ""
     """Model catalog YAML; empty uses the catalog shipped with the router."""
+
+    simulator_personas_path: str = ""
+    """Simulator persona YAML; empty uses the personas shipped with the router."""
 
     openrouter_api_key: str = ""
     """OpenRouter API key; OpenRouter models are unavailable without it."""

@@ -19,7 +19,6 @@ from koverage.router.v1 import router_pb2, router_pb2_grpc
 from koverage.serving import connect
 from koverage.settings import Settings
 
-
 _SIMULATED_JUDGES = ("sim/judge-exact", "sim/judge-noisy")
 
 

@@ -26,6 +26,7 @@ from koverage.local import (
 )
 from koverage.logs import configure_logging
 from koverage.settings import ENV_PREFIX, Settings
+from services.worker.dashboard import dashboard_url
 
 logger = logging.getLogger(__name__)
 
@@ -98,6 +99,12 @@ class _Mesh:
         self.kafka_bootstrap = ""
         self.otlp_endpoint = ""
         self.api_key = ""
+        self.dashboard_address = ""
+
+    @property
+    def dashboard_url(self) -> str:
+        """The dashboard's URL, carrying the key that signs a browser in."""
+        return dashboard_url(self.dashboard_address, self.api_key)
 
     @property
     def state(self) -> dict:
@@ -108,6 +115,7 @@ class _Mesh:
             "kafka_bootstrap": self.kafka_bootstrap,
             "otlp_endpoint": self.otlp_endpoint,
             "api_key": self.api_key,
+            "dashboard_url": self.dashboard_url,
         }
 
 
@@ -139,6 +147,11 @@ def _start_mesh(settings: Settings, args, supervisor: Supervisor, directory) -> 
         keys = f"{mesh.api_key}=local"
 
     mesh.services = _addresses(settings, args.port_base)
+    mesh.dashboard_address = (
+        f"{settings.host}:{free_port(settings.host)}"
+        if args.port_base == 0
+        else f"{settings.host}:{args.port_base + len(SERVICES)}"
+    )
     env = {
         ENV_PREFIX + "DATABASE_URL": mesh.database_url,
         ENV_PREFIX + "KAFKA_BOOTSTRAP": mesh.kafka_bootstrap,
@@ -146,24 +159,37 @@ def _start_mesh(settings: Settings, args, supervisor: Supervisor, directory) -> 
         ENV_PREFIX + "AUTH_REQUIRED": "true",
         ENV_PREFIX + "CLIENT_API_KEY": mesh.api_key,
         ENV_PREFIX + "HOST": settings.host,
+        ENV_PREFIX + "DASHBOARD_ADDRESS": mesh.dashboard_address,
         **{
             f"{ENV_PREFIX}{name.upper()}_ADDRESS": address
             for name, address in mesh.services.items()
         },
     }
 
+    # Each service's /metrics port is fixed here so the dashboard can show
+    # the dropped-span counters of the others.
+    metrics_ports = {name: free_port(settings.host) for name in SERVICES}
+    env[ENV_PREFIX + "DASHBOARD_METRICS_URLS"] = ",".join(
+        f"http://{settings.host}:{port}/metrics"
+        for name, port in metrics_ports.items()
+        if name != "worker"
+    )
+
+    def service_env(name: str, base: dict) -> dict:
+        return {**base, ENV_PREFIX + "METRICS_PORT": str(metrics_ports[name])}
+
     # Ingest first: the collector forwards to it. Ingest and worker never
     # export their own spans, which would loop back into the pipeline.
-    start_service(supervisor, "ingest", mesh.services["ingest"], env=env)
+    start_service(supervisor, "ingest", mesh.services["ingest"], env=service_env("ingest", env))
     mesh.otlp_endpoint = settings.otlp_endpoint or RotelCollector(
         mesh.services["ingest"],
         supervisor=supervisor,
         export_headers={"authorization": f"Bearer {mesh.api_key}"},
     ).start()
-    start_service(supervisor, "worker", mesh.services["worker"], env=env)
+    start_service(supervisor, "worker", mesh.services["worker"], env=service_env("worker", env))
     traced = {**env, ENV_PREFIX + "OTLP_ENDPOINT": mesh.otlp_endpoint}
     for name in ("router", "chat", "underwriter"):
-        start_service(supervisor, name, mesh.services[name], env=traced)
+        start_service(supervisor, name, mesh.services[name], env=service_env(name, traced))
     logger.info("mesh up", extra={"startup_s": round(time.perf_counter() - started, 2)})
     return mesh
 
@@ -184,6 +210,7 @@ def _print_endpoints(mesh: _Mesh) -> None:
     print(f"  {'postgres':<12} {mesh.database_url}")
     print(f"  {'kafka':<12} {mesh.kafka_bootstrap}")
     print(f"  {'otlp':<12} {mesh.otlp_endpoint}")
+    print(f"  {'dashboard':<12} {mesh.dashboard_url}")
     print(f"\nAPI key: {mesh.api_key}")
     print("Stream a chat answer with grpcurl:")
     print(

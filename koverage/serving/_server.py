@@ -68,6 +68,7 @@ class MeshServer:
             reflection.SERVICE_NAME,
         ]
         self._cleanups: list[Callable[[], Awaitable[None]]] = []
+        self._drain_hooks: list[Callable[[], Awaitable[None]]] = []
         self._stopped = asyncio.Event()
         self.port = 0
         self.metrics_port = 0
@@ -79,6 +80,12 @@ class MeshServer:
     def on_stop(self, cleanup: Callable[[], Awaitable[None]]) -> None:
         """Registers a coroutine run after the server has drained, last first."""
         self._cleanups.append(cleanup)
+
+    def on_draining(self, hook: Callable[[], Awaitable[None]]) -> None:
+        """Registers a coroutine run when stopping begins, before open RPCs
+        drain, first registered first. A service uses it to tell its own
+        handlers apart from the ones the server cancels when the grace ends."""
+        self._drain_hooks.append(hook)
 
     @property
     def address(self) -> str:
@@ -116,6 +123,11 @@ class MeshServer:
         grace_s = self._settings.shutdown_grace_s if grace_s is None else grace_s
         logger.info("draining", extra={"service": self.name, "grace_s": grace_s})
         await self._health.enter_graceful_shutdown()
+        for hook in self._drain_hooks:
+            try:
+                await hook()
+            except Exception:
+                logger.exception("draining hook failed", extra={"service": self.name})
         await self.grpc.stop(grace_s)
         for cleanup in reversed(self._cleanups):
             try:

@@ -40,7 +40,8 @@ async def build_server(settings: Settings, *, recover: bool = True) -> MeshServe
 
     Args:
         settings: `database_url`, `router_address`, `client_api_key`,
-            `chat_address` and `chat_default_model` are used.
+            `chat_address`, `chat_default_model` and `chat_orphan_grace_s`
+            are used.
         recover: Mark messages left `streaming` by a stopped process as
             failed before serving (see `ChatStore.fail_abandoned`).
 
@@ -59,7 +60,9 @@ async def build_server(settings: Settings, *, recover: bool = True) -> MeshServe
 
     channel = connect(settings.router_address, api_key=settings.client_api_key)
     router = router_pb2_grpc.RouterServiceStub(channel)
-    generations = GenerationRegistry(router, store)
+    generations = GenerationRegistry(
+        router, store, orphan_grace_s=settings.chat_orphan_grace_s
+    )
     servicer = ChatServicer(
         store,
         ModelCatalog(router),
@@ -80,6 +83,12 @@ async def build_server(settings: Settings, *, recover: bool = True) -> MeshServe
     async def stop_generations() -> None:
         await generations.stop_all("the chat server stopped while the answer streamed")
 
+    # Handlers cancelled at the end of the drain must not cancel their
+    # generations: stop_generations then stores them failed, not cancelled.
+    async def begin_draining() -> None:
+        generations.begin_draining()
+
+    server.on_draining(begin_draining)
     server.on_stop(close_pool)
     server.on_stop(close_channel)
     server.on_stop(stop_generations)

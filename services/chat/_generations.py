@@ -7,6 +7,17 @@ ResumeGeneration calls) follow the buffer from an offset; a slow or gone
 watcher never slows the generation, and a blocking model stream blocks only
 its own task.
 
+Watchers and the orphan grace: a generation counts the calls following it.
+When the last one leaves before the end (a StreamChat or ResumeGeneration
+call that the client cancelled or lost), the generation keeps running for
+the registry's `orphan_grace_s`; a ResumeGeneration that attaches meanwhile
+keeps it going, and if none does it is cancelled all the way to the
+provider and stored cancelled. A StreamChat request with
+`cancel_on_disconnect` cancels at once instead. While the server drains,
+an early end cancels nothing: the server's own cancellation of every
+handler at the end of the drain looks exactly like a client's, and the
+registry fails every generation still running once the drain is over.
+
 Persistence rule: the partial answer is written to its message row at most
 once every `persist_interval_s` while text arrives (so a killed process
 loses at most that much text), and the final text and outcome once at the
@@ -15,10 +26,11 @@ end, whatever the end was: complete, refused, cancelled or failed.
 
 import asyncio
 import bisect
+import contextlib
 import dataclasses
 import logging
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from decimal import Decimal
 
 import grpc
@@ -35,6 +47,10 @@ PERSIST_INTERVAL_S = 1.0
 """Longest time partial text stays only in memory while a generation streams."""
 
 _GENERATION_DEADLINE_S = 600.0
+_LEFT_AT_ONCE_REASON = (
+    "the client cancelled its StreamChat call or disconnected before the "
+    "answer ended, and asked for cancel_on_disconnect"
+)
 _ROLES = {
     "system": router_pb2.ROLE_SYSTEM,
     "user": router_pb2.ROLE_USER,
@@ -78,6 +94,8 @@ class Generation:
         self._changed = asyncio.Event()
         self._stop: tuple[str, str] | None = None  # (status, reason)
         self._running = False
+        self._watchers = 0
+        self._orphan_timer: asyncio.TimerHandle | None = None
         self.completed: chat_pb2.ChatCompleted | None = None
         self.record: MessageRecord | None = None
         self.task: asyncio.Task | None = None
@@ -192,6 +210,33 @@ class Generation:
             )
         await self._finish(store, outcome)
 
+    def _attach(self) -> None:
+        self._watchers += 1
+        if self._orphan_timer is not None:
+            self._orphan_timer.cancel()
+            self._orphan_timer = None
+            logger.info(
+                "a watcher re-attached; orphaned generation continues",
+                extra={"message_id": self.message_id},
+            )
+
+    def _detach(self) -> bool:
+        """Uncounts a watcher; True if nobody is left while it still runs."""
+        self._watchers -= 1
+        return self._watchers == 0 and not self.done and self._stop is None
+
+    def _cancel_after(self, delay_s: float, reason: str) -> None:
+        def expire() -> None:
+            self._orphan_timer = None
+            if self.cancel("cancelled", reason):
+                logger.info(
+                    "no watcher re-attached in time; orphaned generation cancelled",
+                    extra={"message_id": self.message_id},
+                )
+
+        loop = asyncio.get_running_loop()
+        self._orphan_timer = loop.call_later(delay_s, expire)
+
     def _append(self, text: str) -> None:
         self._starts.append(self._length)
         self._chunks.append(text)
@@ -269,6 +314,9 @@ class Generation:
                 "could not store a generation's outcome",
                 extra={"message_id": self.spec.message_id},
             )
+        if self._orphan_timer is not None:
+            self._orphan_timer.cancel()
+            self._orphan_timer = None
         self.completed = completed_event(self.spec.message_id, outcome)
         self._notify()
 
@@ -277,10 +325,32 @@ class GenerationRegistry:
     """Live generations of this process, by message id."""
 
     def __init__(
-        self, router: router_pb2_grpc.RouterServiceStub, store: ChatStore
+        self,
+        router: router_pb2_grpc.RouterServiceStub,
+        store: ChatStore,
+        *,
+        orphan_grace_s: float = 5.0,
     ) -> None:
+        """An empty registry.
+
+        Args:
+            router: Where answers are generated.
+            store: Where outcomes are stored.
+            orphan_grace_s: How long a generation nobody watches any more
+                keeps running before it is cancelled; 0 cancels at once.
+
+        Raises:
+            ValueError: `orphan_grace_s` is negative.
+        """
+        if orphan_grace_s < 0:
+            raise ValueError(
+                f"orphan_grace_s={orphan_grace_s} is negative; use 0 to cancel "
+                "at once or a number of seconds"
+            )
         self._router = router
         self._store = store
+        self._orphan_grace_s = orphan_grace_s
+        self._draining = False
         self._live: dict[str, Generation] = {}
 
     def start(self, spec: GenerationSpec) -> Generation:
@@ -298,6 +368,31 @@ class GenerationRegistry:
             run(), name=f"generation-{spec.message_id}"
         )
         return generation
+
+    @contextlib.contextmanager
+    def watching(
+        self, generation: Generation, *, cancel_on_leave: bool = False
+    ) -> Iterator[None]:
+        """Counts the caller as a watcher of `generation` for the block.
+
+        Leaving the block before the generation ended cancels it at once
+        when `cancel_on_leave` is set (unless the server is draining), and
+        otherwise, if no other watcher is left, after the orphan grace.
+        """
+        generation._attach()
+        try:
+            yield
+        finally:
+            self._leave(generation, cancel_on_leave)
+
+    def begin_draining(self) -> None:
+        """From now on an early end of a watch cancels nothing; `stop_all`
+        fails what still runs once the server has drained."""
+        self._draining = True
+        logger.info(
+            "draining; generations whose watchers leave run on until stopped",
+            extra={"live_generations": len(self._live)},
+        )
 
     def get(self, tenant: str, message_id: str) -> Generation | None:
         """The tenant's live generation with this id, if any."""
@@ -326,6 +421,36 @@ class GenerationRegistry:
                 raise
             except Exception:
                 logger.exception("generation ended with an error")
+
+    def _leave(self, generation: Generation, cancel_on_leave: bool) -> None:
+        orphaned = generation._detach()
+        if generation.done or self._draining:
+            return
+        if cancel_on_leave or (orphaned and self._orphan_grace_s == 0):
+            reason = _LEFT_AT_ONCE_REASON if cancel_on_leave else _orphan_reason(0)
+            if generation.cancel("cancelled", reason):
+                logger.info(
+                    "client left mid-stream; generation cancelled",
+                    extra={"message_id": generation.message_id},
+                )
+        elif orphaned:
+            generation._cancel_after(
+                self._orphan_grace_s, _orphan_reason(self._orphan_grace_s)
+            )
+            logger.info(
+                "client left mid-stream; generation orphaned",
+                extra={
+                    "message_id": generation.message_id,
+                    "grace_s": self._orphan_grace_s,
+                },
+            )
+
+
+def _orphan_reason(grace_s: float) -> str:
+    return (
+        "the StreamChat call ended before the answer did (the client cancelled "
+        f"or disconnected) and no ResumeGeneration attached within {grace_s:g} s"
+    )
 
 
 def _generate_request(spec: GenerationSpec) -> router_pb2.GenerateRequest:

@@ -42,17 +42,26 @@ _MAX_PAGE_SIZE = 100
 _AUTO_TITLE_CHARS = 60
 _CANCEL_WAIT_S = 10.0
 
-# Known limitation: gRPC shows a client that cancels its call, one whose
-# connection broke, and a server stopping past its grace period the same
-# way: the handler is cancelled. All three cancel the generation, so a
-# client that loses its connection mid-answer finds a cancelled, partial
-# answer when it calls ResumeGeneration; ResumeGeneration misses nothing
-# only for watchers other than the StreamChat caller. Keeping an orphaned
-# generation alive for a short detach grace period, cancelling it only if
-# no ResumeGeneration attaches, would let reconnecting clients continue.
+# gRPC shows a client that cancels its call, one whose connection broke,
+# and a server stopping past its grace period the same way: the handler is
+# cancelled. So an early end orphans the generation instead of cancelling
+# it (see GenerationRegistry.watching): it runs on for the orphan grace
+# period, a ResumeGeneration can pick it up, and otherwise it is cancelled.
+#
+# Known limitation: a client that cancels on purpose pays for up to the
+# grace period of provider tokens unless it sets cancel_on_disconnect, and
+# a client whose reconnect takes longer than the grace finds a cancelled,
+# partial answer. While the server drains, even cancel_on_disconnect calls
+# leave their generation running until the drain ends (at most
+# KOVERAGE_SHUTDOWN_GRACE_S), because the server's own cancellation then is
+# indistinguishable from the client's; the answer is then stored failed.
+# A client-sent "stop" message (a bidirectional stream, or a
+# CancelGeneration sent before hanging up) would remove the ambiguity.
+# A call that ends before its turn is stored (no generation yet) still
+# closes the answer as cancelled at once.
 _CALL_ENDED_REASON = (
-    "the StreamChat call ended before the answer did (the client cancelled "
-    "or disconnected, or the server stopped)"
+    "the StreamChat call ended before the answer was stored (the client "
+    "cancelled or disconnected, or the server stopped)"
 )
 
 logger = logging.getLogger(__name__)
@@ -147,8 +156,10 @@ class ChatServicer(chat_pb2_grpc.ChatServiceServicer):
         )
 
         # Follow the generation; if this call ends first (the client
-        # cancelled it or went away), the generation is cancelled too.
-        try:
+        # cancelled it or went away), the registry orphans or cancels it.
+        with self._generations.watching(
+            generation, cancel_on_leave=request.cancel_on_disconnect
+        ):
             yield chat_pb2.StreamChatResponse(
                 started=chat_pb2.ChatStarted(
                     conversation_id=turn.conversation.id,
@@ -162,12 +173,6 @@ class ChatServicer(chat_pb2_grpc.ChatServiceServicer):
                     yield chat_pb2.StreamChatResponse(delta=event)
                 else:
                     yield chat_pb2.StreamChatResponse(completed=event)
-        finally:
-            if generation.cancel("cancelled", _CALL_ENDED_REASON):
-                logger.info(
-                    "client left mid-stream; generation cancelled",
-                    extra={"message_id": generation.message_id},
-                )
 
     async def _store_turn(self, storing):
         """Awaits `start_turn`; if this call is cancelled meanwhile, lets the
@@ -297,11 +302,12 @@ class ChatServicer(chat_pb2_grpc.ChatServiceServicer):
         if generation is not None:
             if offset > generation.length_chars:
                 raise _offset_error(offset, generation.length_chars)
-            async for event in generation.follow(offset):
-                if isinstance(event, chat_pb2.ChatDelta):
-                    yield chat_pb2.ResumeGenerationResponse(delta=event)
-                else:
-                    yield chat_pb2.ResumeGenerationResponse(completed=event)
+            with self._generations.watching(generation):
+                async for event in generation.follow(offset):
+                    if isinstance(event, chat_pb2.ChatDelta):
+                        yield chat_pb2.ResumeGenerationResponse(delta=event)
+                    else:
+                        yield chat_pb2.ResumeGenerationResponse(completed=event)
             return
 
         record = await self._store.get_assistant_message(tenant, message_id)

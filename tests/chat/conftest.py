@@ -1,6 +1,7 @@
 """Chat test fixtures: real Postgres, a real router on loopback in front of
 the simulator and a loopback OpenAI-compatible server, and the chat server."""
 
+import asyncio
 import contextlib
 import dataclasses
 import pathlib
@@ -164,8 +165,12 @@ async def running_chat(router: RouterHandle, database_url: str, **overrides):
 
 @pytest.fixture
 async def chat(router: RouterHandle, database_url: str):
-    """A chat server without authentication (tenant `default`)."""
-    async with running_chat(router, database_url) as handle:
+    """A chat server without authentication (tenant `default`).
+
+    Its orphan grace is far longer than any test, so an orphaned generation
+    is only ever cancelled by the behaviour a test exercises.
+    """
+    async with running_chat(router, database_url, chat_orphan_grace_s=600.0) as handle:
         yield handle
 
 
@@ -203,3 +208,31 @@ async def rpc_code(awaitable) -> grpc.StatusCode:
     with pytest.raises(grpc.aio.AioRpcError) as caught:
         await awaitable
     return caught.value.code()
+
+
+async def read_until_chars(call, chars: int):
+    """Reads a StreamChat call until `chars` characters arrived; returns the
+    started event and the text."""
+    started, text = None, ""
+    async for event in call:
+        if event.HasField("started"):
+            started = event.started
+        elif event.HasField("delta"):
+            assert event.delta.offset_chars == len(text)
+            text += event.delta.text
+            if len(text) >= chars:
+                return started, text
+    raise AssertionError("stream ended early")
+
+
+async def stored_answer(stub, conversation_id: str) -> chat_pb2.Message:
+    """The conversation's last message once it stopped streaming."""
+    for _ in range(200):
+        stored = await stub.GetConversation(
+            chat_pb2.GetConversationRequest(conversation_id=conversation_id), timeout=5
+        )
+        answer = stored.messages[-1]
+        if answer.status != chat_pb2.MESSAGE_STATUS_STREAMING:
+            return answer
+        await asyncio.sleep(0.05)
+    raise AssertionError("the answer stayed streaming")

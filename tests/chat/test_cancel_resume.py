@@ -7,45 +7,23 @@ import pytest
 
 from koverage.chat.v1 import chat_pb2, chat_pb2_grpc
 from koverage.serving import connect
-from tests.chat.conftest import rpc_code, stream_turn
+from tests.chat.conftest import read_until_chars, rpc_code, stored_answer, stream_turn
 from tests.fixtures.openai_server import Scenario
 
 # A long, slow answer: 200 tokens 50 ms apart, so every test ends it early.
 _SLOW = Scenario(tokens=tuple(f" t{i}" for i in range(200)), inter_token_delay_s=0.05)
 
 
-async def stored_answer(stub, conversation_id: str) -> chat_pb2.Message:
-    """The conversation's last message once it stopped streaming."""
-    for _ in range(100):
-        stored = await stub.GetConversation(
-            chat_pb2.GetConversationRequest(conversation_id=conversation_id), timeout=5
-        )
-        answer = stored.messages[-1]
-        if answer.status != chat_pb2.MESSAGE_STATUS_STREAMING:
-            return answer
-        await asyncio.sleep(0.05)
-    raise AssertionError("the answer stayed streaming")
-
-
-async def read_until_chars(call, chars: int):
-    """Reads a StreamChat call until `chars` characters arrived."""
-    started, text = None, ""
-    async for event in call:
-        if event.HasField("started"):
-            started = event.started
-        elif event.HasField("delta"):
-            assert event.delta.offset_chars == len(text)
-            text += event.delta.text
-            if len(text) >= chars:
-                return started, text
-    raise AssertionError("stream ended early")
-
-
 async def test_client_cancelling_its_call_stops_the_provider_and_keeps_the_part(chat):
+    # cancel_on_disconnect skips the orphan grace (600 s in this fixture).
     upstream = chat.router.upstream
     upstream.default = _SLOW
     call = chat.stub.StreamChat(
-        chat_pb2.StreamChatRequest(content="long answer please", model="fixture/model"),
+        chat_pb2.StreamChatRequest(
+            content="long answer please",
+            model="fixture/model",
+            cancel_on_disconnect=True,
+        ),
         timeout=30,
     )
     started, received = await read_until_chars(call, 12)

@@ -4,9 +4,11 @@ embedded Postgres, the Tansu broker, the Rotel collector and every service."""
 import json
 import os
 import pathlib
+import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 
 import psutil
@@ -18,9 +20,19 @@ _READY_LINE = "mesh is up; Ctrl-C stops it"
 _START_TIMEOUT_S = 180
 
 
-def _env(tmp_path: pathlib.Path) -> dict[str, str]:
+@pytest.fixture
+def run_dir():
+    """Outside pytest's tmp tree: as root, the embedded Postgres runs as
+    another user, which needs every parent directory traversable, and pytest
+    makes its own tree private to root."""
+    path = pathlib.Path(tempfile.mkdtemp(prefix="koverage-test-up-"))
+    yield path
+    shutil.rmtree(path, ignore_errors=True)
+
+
+def _env(run_dir: pathlib.Path) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("KOVERAGE_")}
-    env.update({"KOVERAGE_RUN_DIR": str(tmp_path / "run"), "KOVERAGE_LOG_LEVEL": "WARNING"})
+    env.update({"KOVERAGE_RUN_DIR": str(run_dir), "KOVERAGE_LOG_LEVEL": "WARNING"})
     return env
 
 
@@ -35,8 +47,8 @@ def _descendants(pid: int) -> list[int]:
         return []
 
 
-def test_up_runs_the_mesh_reports_status_and_stops_cleanly(tmp_path):
-    env = _env(tmp_path)
+def test_up_runs_the_mesh_reports_status_and_stops_cleanly(run_dir):
+    env = _env(run_dir)
     up = subprocess.Popen(
         _koverage("up", "--port-base", "0", "--demo"),
         env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
@@ -66,6 +78,8 @@ def test_up_runs_the_mesh_reports_status_and_stops_cleanly(tmp_path):
         assert report["api_key"].startswith("kov_")
         assert report["database_url"].startswith("postgresql://")
         assert report["kafka_bootstrap"] and report["otlp_endpoint"]
+        assert report["dashboard_url"].endswith("?token=" + report["api_key"])
+        _assert_dashboard_signs_in(report["dashboard_url"])
         _assert_demo_trace_reached_postgres(report["database_url"], text)
         children = _descendants(up.pid)
         assert len(children) >= 8  # postgres, tansu, rotel and five services
@@ -91,7 +105,6 @@ def _assert_demo_trace_reached_postgres(database_url: str, up_output: str) -> No
 
     trace_id = re.search(r"trace=([0-9a-f]{32})", up_output).group(1)
     deadline = time.monotonic() + 60
-    names: list[str] = []
     with psycopg.connect(database_url, autocommit=True) as conn:
         while time.monotonic() < deadline:
             rows = conn.execute(
@@ -99,8 +112,12 @@ def _assert_demo_trace_reached_postgres(database_url: str, up_output: str) -> No
                 "ORDER BY start_time",
                 (bytes.fromhex(trace_id),),
             ).fetchall()
-            names = [r[0] for r in rows]
-            if "chat sim/steady" in names:
+            names = {r[0] for r in rows}
+            if names >= {
+                "chat sim/steady",
+                "koverage.router.v1.RouterService/Generate",
+                "koverage.chat.v1.ChatService/StreamChat",
+            }:
                 break
             time.sleep(0.5)
         by_name = {r[0]: r for r in rows}
@@ -115,3 +132,21 @@ def _assert_demo_trace_reached_postgres(database_url: str, up_output: str) -> No
     assert provider[2] == generate[1]
     assert generate[2] == chat[1]
     assert call == ("sim/steady", 11, 24, "complete")
+
+
+def _assert_dashboard_signs_in(url: str) -> None:
+    """The printed URL signs a browser in; without its token the API refuses."""
+    import http.cookiejar
+    import urllib.error
+    import urllib.request
+
+    base = url.split("?")[0]
+    with pytest.raises(urllib.error.HTTPError) as refused:
+        urllib.request.urlopen(base + "api/overview?window=1h", timeout=10)
+    assert refused.value.code == 401
+    refused.value.close()
+    jar = http.cookiejar.CookieJar()
+    opener = urllib.request.build_opener(urllib.request.HTTPCookieProcessor(jar))
+    with opener.open(url, timeout=10) as page:
+        assert page.status == 200
+    assert any(c.name for c in jar)

@@ -26,55 +26,55 @@ from google.protobuf import duration_pb2 as google_dot_protobuf_dot_duration__pb
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1bkoverage/chat/v1/chat.proto\x12\x10koverage.chat.v1\x1a\x1egoogle/protobuf/duration.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\xad\x02\n\x07Message\x12\n\n\x02id\x18\x01 \x01(\t\x12+\n\x04role\x18\x02 \x01(\x0e\x32\x1d.koverage.chat.v1.MessageRole\x12\x0f\n\x07\x63ontent\x18\x03 \x01(\t\x12/\n\x06status\x18\x04 \x01(\x0e\x32\x1f.koverage.chat.v1.MessageStatus\x12\r\n\x05model\x18\x05 \x01(\t\x12\x14\n\x0cinput_tokens\x18\x06 \x01(\r\x12\x15\n\routput_tokens\x18\x07 \x01(\r\x12\x10\n\x08\x63ost_usd\x18\x08 \x01(\t\x12\x16\n\x0e\x66\x61ilure_reason\x18\t \x01(\t\x12/\n\x0b\x63reate_time\x18\n \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x10\n\x08trace_id\x18\x0b \x01(\t\"\xc8\x01\n\x0c\x43onversation\x12\n\n\x02id\x18\x01 \x01(\t\x12\r\n\x05title\x18\x02 \x01(\t\x12\r\n\x05model\x18\x03 \x01(\t\x12\x15\n\rsystem_prompt\x18\x04 \x01(\t\x12/\n\x0b\x63reate_time\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12/\n\x0bupdate_time\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x15\n\rmessage_count\x18\x07 \x01(\r\"\xd6\x01\n\x11StreamChatRequest\x12\x17\n\x0f\x63onversation_id\x18\x01 \x01(\t\x12\x0f\n\x07\x63ontent\x18\x02 \x01(\t\x12\r\n\x05model\x18\x03 \x01(\t\x12\x11\n\tguardrail\x18\x04 \x01(\x08\x12\x18\n\x0btemperature\x18\x05 \x01(\x01H\x00\x88\x01\x01\x12\x1e\n\x11max_output_tokens\x18\x06 \x01(\rH\x01\x88\x01\x01\x12\x15\n\rsystem_prompt\x18\x07 \x01(\tB\x0e\n\x0c_temperatureB\x14\n\x12_max_output_tokens\"\xb3\x01\n\x12StreamChatResponse\x12\x30\n\x07started\x18\x01 \x01(\x0b\x32\x1d.koverage.chat.v1.ChatStartedH\x00\x12,\n\x05\x64\x65lta\x18\x02 \x01(\x0b\x32\x1b.koverage.chat.v1.ChatDeltaH\x00\x12\x34\n\tcompleted\x18\x03 \x01(\x0b\x32\x1f.koverage.chat.v1.ChatCompletedH\x00\x42\x07\n\x05\x65vent\"b\n\x0b\x43hatStarted\x12\x17\n\x0f\x63onversation_id\x18\x01 \x01(\t\x12\x17\n\x0fuser_message_id\x18\x02 \x01(\t\x12\x12\n\nmessage_id\x18\x03 \x01(\t\x12\r\n\x05model\x18\x04 \x01(\t\"/\n\tChatDelta\x12\x0c\n\x04text\x18\x01 \x01(\t\x12\x14\n\x0coffset_chars\x18\x02 \x01(\r\"\xe0\x02\n\rChatCompleted\x12\x12\n\nmessage_id\x18\x01 \x01(\t\x12/\n\x06status\x18\x02 \x01(\x0e\x32\x1f.koverage.chat.v1.MessageStatus\x12\x14\n\x0cinput_tokens\x18\x03 \x01(\r\x12\x15\n\routput_tokens\x18\x04 \x01(\r\x12\x17\n\x0fusage_estimated\x18\x05 \x01(\x08\x12\x10\n\x08\x63ost_usd\x18\x06 \x01(\t\x12\r\n\x05model\x18\x07 \x01(\t\x12\x10\n\x08provider\x18\x08 \x01(\t\x12\x15\n\rfinish_reason\x18\t \x01(\t\x12\x36\n\x13time_to_first_token\x18\n \x01(\x0b\x32\x19.google.protobuf.Duration\x12\x0e\n\x06reason\x18\x0b \x01(\t\x12\x10\n\x08trace_id\x18\x0c \x01(\t\x12 \n\x18history_messages_dropped\x18\r \x01(\r\"P\n\x19\x43reateConversationRequest\x12\r\n\x05title\x18\x01 \x01(\t\x12\r\n\x05model\x18\x02 \x01(\t\x12\x15\n\rsystem_prompt\x18\x03 \x01(\t\"R\n\x1a\x43reateConversationResponse\x12\x34\n\x0c\x63onversation\x18\x01 \x01(\x0b\x32\x1e.koverage.chat.v1.Conversation\"A\n\x18ListConversationsRequest\x12\x11\n\tpage_size\x18\x01 \x01(\r\x12\x12\n\npage_token\x18\x02 \x01(\t\"k\n\x19ListConversationsResponse\x12\x35\n\rconversations\x18\x01 \x03(\x0b\x32\x1e.koverage.chat.v1.Conversation\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"1\n\x16GetConversationRequest\x12\x17\n\x0f\x63onversation_id\x18\x01 \x01(\t\"|\n\x17GetConversationResponse\x12\x34\n\x0c\x63onversation\x18\x01 \x01(\x0b\x32\x1e.koverage.chat.v1.Conversation\x12+\n\x08messages\x18\x02 \x03(\x0b\x32\x19.koverage.chat.v1.Message\"4\n\x19\x44\x65leteConversationRequest\x12\x17\n\x0f\x63onversation_id\x18\x01 \x01(\t\"\x1c\n\x1a\x44\x65leteConversationResponse\"-\n\x17\x43\x61ncelGenerationRequest\x12\x12\n\nmessage_id\x18\x01 \x01(\t\"F\n\x18\x43\x61ncelGenerationResponse\x12*\n\x07message\x18\x01 \x01(\x0b\x32\x19.koverage.chat.v1.Message\"C\n\x17ResumeGenerationRequest\x12\x12\n\nmessage_id\x18\x01 \x01(\t\x12\x14\n\x0coffset_chars\x18\x02 \x01(\r\"\x87\x01\n\x18ResumeGenerationResponse\x12,\n\x05\x64\x65lta\x18\x01 \x01(\x0b\x32\x1b.koverage.chat.v1.ChatDeltaH\x00\x12\x34\n\tcompleted\x18\x02 \x01(\x0b\x32\x1f.koverage.chat.v1.ChatCompletedH\x00\x42\x07\n\x05\x65vent*\xbf\x01\n\rMessageStatus\x12\x1e\n\x1aMESSAGE_STATUS_UNSPECIFIED\x10\x00\x12\x1c\n\x18MESSAGE_STATUS_STREAMING\x10\x01\x12\x1b\n\x17MESSAGE_STATUS_COMPLETE\x10\x02\x12\x1c\n\x18MESSAGE_STATUS_CANCELLED\x10\x03\x12\x1a\n\x16MESSAGE_STATUS_REFUSED\x10\x04\x12\x19\n\x15MESSAGE_STATUS_FAILED\x10\x05*w\n\x0bMessageRole\x12\x1c\n\x18MESSAGE_ROLE_UNSPECIFIED\x10\x00\x12\x17\n\x13MESSAGE_ROLE_SYSTEM\x10\x01\x12\x15\n\x11MESSAGE_ROLE_USER\x10\x02\x12\x1a\n\x16MESSAGE_ROLE_ASSISTANT\x10\x03\x32\xf8\x05\n\x0b\x43hatService\x12Y\n\nStreamChat\x12#.koverage.chat.v1.StreamChatRequest\x1a$.koverage.chat.v1.StreamChatResponse0\x01\x12o\n\x12\x43reateConversation\x12+.koverage.chat.v1.CreateConversationRequest\x1a,.koverage.chat.v1.CreateConversationResponse\x12l\n\x11ListConversations\x12*.koverage.chat.v1.ListConversationsRequest\x1a+.koverage.chat.v1.ListConversationsResponse\x12\x66\n\x0fGetConversation\x12(.koverage.chat.v1.GetConversationRequest\x1a).koverage.chat.v1.GetConversationResponse\x12o\n\x12\x44\x65leteConversation\x12+.koverage.chat.v1.DeleteConversationRequest\x1a,.koverage.chat.v1.DeleteConversationResponse\x12i\n\x10\x43\x61ncelGeneration\x12).koverage.chat.v1.CancelGenerationRequest\x1a*.koverage.chat.v1.CancelGenerationResponse\x12k\n\x10ResumeGeneration\x12).koverage.chat.v1.ResumeGenerationRequest\x1a*.koverage.chat.v1.ResumeGenerationResponse0\x01\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1bkoverage/chat/v1/chat.proto\x12\x10koverage.chat.v1\x1a\x1egoogle/protobuf/duration.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\xad\x02\n\x07Message\x12\n\n\x02id\x18\x01 \x01(\t\x12+\n\x04role\x18\x02 \x01(\x0e\x32\x1d.koverage.chat.v1.MessageRole\x12\x0f\n\x07\x63ontent\x18\x03 \x01(\t\x12/\n\x06status\x18\x04 \x01(\x0e\x32\x1f.koverage.chat.v1.MessageStatus\x12\r\n\x05model\x18\x05 \x01(\t\x12\x14\n\x0cinput_tokens\x18\x06 \x01(\r\x12\x15\n\routput_tokens\x18\x07 \x01(\r\x12\x10\n\x08\x63ost_usd\x18\x08 \x01(\t\x12\x16\n\x0e\x66\x61ilure_reason\x18\t \x01(\t\x12/\n\x0b\x63reate_time\x18\n \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x10\n\x08trace_id\x18\x0b \x01(\t\"\xc8\x01\n\x0c\x43onversation\x12\n\n\x02id\x18\x01 \x01(\t\x12\r\n\x05title\x18\x02 \x01(\t\x12\r\n\x05model\x18\x03 \x01(\t\x12\x15\n\rsystem_prompt\x18\x04 \x01(\t\x12/\n\x0b\x63reate_time\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12/\n\x0bupdate_time\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x15\n\rmessage_count\x18\x07 \x01(\r\"\xf4\x01\n\x11StreamChatRequest\x12\x17\n\x0f\x63onversation_id\x18\x01 \x01(\t\x12\x0f\n\x07\x63ontent\x18\x02 \x01(\t\x12\r\n\x05model\x18\x03 \x01(\t\x12\x11\n\tguardrail\x18\x04 \x01(\x08\x12\x18\n\x0btemperature\x18\x05 \x01(\x01H\x00\x88\x01\x01\x12\x1e\n\x11max_output_tokens\x18\x06 \x01(\rH\x01\x88\x01\x01\x12\x15\n\rsystem_prompt\x18\x07 \x01(\t\x12\x1c\n\x14\x63\x61ncel_on_disconnect\x18\x08 \x01(\x08\x42\x0e\n\x0c_temperatureB\x14\n\x12_max_output_tokens\"\xb3\x01\n\x12StreamChatResponse\x12\x30\n\x07started\x18\x01 \x01(\x0b\x32\x1d.koverage.chat.v1.ChatStartedH\x00\x12,\n\x05\x64\x65lta\x18\x02 \x01(\x0b\x32\x1b.koverage.chat.v1.ChatDeltaH\x00\x12\x34\n\tcompleted\x18\x03 \x01(\x0b\x32\x1f.koverage.chat.v1.ChatCompletedH\x00\x42\x07\n\x05\x65vent\"b\n\x0b\x43hatStarted\x12\x17\n\x0f\x63onversation_id\x18\x01 \x01(\t\x12\x17\n\x0fuser_message_id\x18\x02 \x01(\t\x12\x12\n\nmessage_id\x18\x03 \x01(\t\x12\r\n\x05model\x18\x04 \x01(\t\"/\n\tChatDelta\x12\x0c\n\x04text\x18\x01 \x01(\t\x12\x14\n\x0coffset_chars\x18\x02 \x01(\r\"\xe0\x02\n\rChatCompleted\x12\x12\n\nmessage_id\x18\x01 \x01(\t\x12/\n\x06status\x18\x02 \x01(\x0e\x32\x1f.koverage.chat.v1.MessageStatus\x12\x14\n\x0cinput_tokens\x18\x03 \x01(\r\x12\x15\n\routput_tokens\x18\x04 \x01(\r\x12\x17\n\x0fusage_estimated\x18\x05 \x01(\x08\x12\x10\n\x08\x63ost_usd\x18\x06 \x01(\t\x12\r\n\x05model\x18\x07 \x01(\t\x12\x10\n\x08provider\x18\x08 \x01(\t\x12\x15\n\rfinish_reason\x18\t \x01(\t\x12\x36\n\x13time_to_first_token\x18\n \x01(\x0b\x32\x19.google.protobuf.Duration\x12\x0e\n\x06reason\x18\x0b \x01(\t\x12\x10\n\x08trace_id\x18\x0c \x01(\t\x12 \n\x18history_messages_dropped\x18\r \x01(\r\"P\n\x19\x43reateConversationRequest\x12\r\n\x05title\x18\x01 \x01(\t\x12\r\n\x05model\x18\x02 \x01(\t\x12\x15\n\rsystem_prompt\x18\x03 \x01(\t\"R\n\x1a\x43reateConversationResponse\x12\x34\n\x0c\x63onversation\x18\x01 \x01(\x0b\x32\x1e.koverage.chat.v1.Conversation\"A\n\x18ListConversationsRequest\x12\x11\n\tpage_size\x18\x01 \x01(\r\x12\x12\n\npage_token\x18\x02 \x01(\t\"k\n\x19ListConversationsResponse\x12\x35\n\rconversations\x18\x01 \x03(\x0b\x32\x1e.koverage.chat.v1.Conversation\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"1\n\x16GetConversationRequest\x12\x17\n\x0f\x63onversation_id\x18\x01 \x01(\t\"|\n\x17GetConversationResponse\x12\x34\n\x0c\x63onversation\x18\x01 \x01(\x0b\x32\x1e.koverage.chat.v1.Conversation\x12+\n\x08messages\x18\x02 \x03(\x0b\x32\x19.koverage.chat.v1.Message\"4\n\x19\x44\x65leteConversationRequest\x12\x17\n\x0f\x63onversation_id\x18\x01 \x01(\t\"\x1c\n\x1a\x44\x65leteConversationResponse\"-\n\x17\x43\x61ncelGenerationRequest\x12\x12\n\nmessage_id\x18\x01 \x01(\t\"F\n\x18\x43\x61ncelGenerationResponse\x12*\n\x07message\x18\x01 \x01(\x0b\x32\x19.koverage.chat.v1.Message\"C\n\x17ResumeGenerationRequest\x12\x12\n\nmessage_id\x18\x01 \x01(\t\x12\x14\n\x0coffset_chars\x18\x02 \x01(\r\"\x87\x01\n\x18ResumeGenerationResponse\x12,\n\x05\x64\x65lta\x18\x01 \x01(\x0b\x32\x1b.koverage.chat.v1.ChatDeltaH\x00\x12\x34\n\tcompleted\x18\x02 \x01(\x0b\x32\x1f.koverage.chat.v1.ChatCompletedH\x00\x42\x07\n\x05\x65vent*\xbf\x01\n\rMessageStatus\x12\x1e\n\x1aMESSAGE_STATUS_UNSPECIFIED\x10\x00\x12\x1c\n\x18MESSAGE_STATUS_STREAMING\x10\x01\x12\x1b\n\x17MESSAGE_STATUS_COMPLETE\x10\x02\x12\x1c\n\x18MESSAGE_STATUS_CANCELLED\x10\x03\x12\x1a\n\x16MESSAGE_STATUS_REFUSED\x10\x04\x12\x19\n\x15MESSAGE_STATUS_FAILED\x10\x05*w\n\x0bMessageRole\x12\x1c\n\x18MESSAGE_ROLE_UNSPECIFIED\x10\x00\x12\x17\n\x13MESSAGE_ROLE_SYSTEM\x10\x01\x12\x15\n\x11MESSAGE_ROLE_USER\x10\x02\x12\x1a\n\x16MESSAGE_ROLE_ASSISTANT\x10\x03\x32\xf8\x05\n\x0b\x43hatService\x12Y\n\nStreamChat\x12#.koverage.chat.v1.StreamChatRequest\x1a$.koverage.chat.v1.StreamChatResponse0\x01\x12o\n\x12\x43reateConversation\x12+.koverage.chat.v1.CreateConversationRequest\x1a,.koverage.chat.v1.CreateConversationResponse\x12l\n\x11ListConversations\x12*.koverage.chat.v1.ListConversationsRequest\x1a+.koverage.chat.v1.ListConversationsResponse\x12\x66\n\x0fGetConversation\x12(.koverage.chat.v1.GetConversationRequest\x1a).koverage.chat.v1.GetConversationResponse\x12o\n\x12\x44\x65leteConversation\x12+.koverage.chat.v1.DeleteConversationRequest\x1a,.koverage.chat.v1.DeleteConversationResponse\x12i\n\x10\x43\x61ncelGeneration\x12).koverage.chat.v1.CancelGenerationRequest\x1a*.koverage.chat.v1.CancelGenerationResponse\x12k\n\x10ResumeGeneration\x12).koverage.chat.v1.ResumeGenerationRequest\x1a*.koverage.chat.v1.ResumeGenerationResponse0\x01\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'koverage.chat.v1.chat_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_MESSAGESTATUS']._serialized_start=2454
-  _globals['_MESSAGESTATUS']._serialized_end=2645
-  _globals['_MESSAGEROLE']._serialized_start=2647
-  _globals['_MESSAGEROLE']._serialized_end=2766
+  _globals['_MESSAGESTATUS']._serialized_start=2484
+  _globals['_MESSAGESTATUS']._serialized_end=2675
+  _globals['_MESSAGEROLE']._serialized_start=2677
+  _globals['_MESSAGEROLE']._serialized_end=2796
   _globals['_MESSAGE']._serialized_start=115
   _globals['_MESSAGE']._serialized_end=416
   _globals['_CONVERSATION']._serialized_start=419
   _globals['_CONVERSATION']._serialized_end=619
   _globals['_STREAMCHATREQUEST']._serialized_start=622
-  _globals['_STREAMCHATREQUEST']._serialized_end=836
-  _globals['_STREAMCHATRESPONSE']._serialized_start=839
-  _globals['_STREAMCHATRESPONSE']._serialized_end=1018
-  _globals['_CHATSTARTED']._serialized_start=1020
-  _globals['_CHATSTARTED']._serialized_end=1118
-  _globals['_CHATDELTA']._serialized_start=1120
-  _globals['_CHATDELTA']._serialized_end=1167
-  _globals['_CHATCOMPLETED']._serialized_start=1170
-  _globals['_CHATCOMPLETED']._serialized_end=1522
-  _globals['_CREATECONVERSATIONREQUEST']._serialized_start=1524
-  _globals['_CREATECONVERSATIONREQUEST']._serialized_end=1604
-  _globals['_CREATECONVERSATIONRESPONSE']._serialized_start=1606
-  _globals['_CREATECONVERSATIONRESPONSE']._serialized_end=1688
-  _globals['_LISTCONVERSATIONSREQUEST']._serialized_start=1690
-  _globals['_LISTCONVERSATIONSREQUEST']._serialized_end=1755
-  _globals['_LISTCONVERSATIONSRESPONSE']._serialized_start=1757
-  _globals['_LISTCONVERSATIONSRESPONSE']._serialized_end=1864
-  _globals['_GETCONVERSATIONREQUEST']._serialized_start=1866
-  _globals['_GETCONVERSATIONREQUEST']._serialized_end=1915
-  _globals['_GETCONVERSATIONRESPONSE']._serialized_start=1917
-  _globals['_GETCONVERSATIONRESPONSE']._serialized_end=2041
-  _globals['_DELETECONVERSATIONREQUEST']._serialized_start=2043
-  _globals['_DELETECONVERSATIONREQUEST']._serialized_end=2095
-  _globals['_DELETECONVERSATIONRESPONSE']._serialized_start=2097
-  _globals['_DELETECONVERSATIONRESPONSE']._serialized_end=2125
-  _globals['_CANCELGENERATIONREQUEST']._serialized_start=2127
-  _globals['_CANCELGENERATIONREQUEST']._serialized_end=2172
-  _globals['_CANCELGENERATIONRESPONSE']._serialized_start=2174
-  _globals['_CANCELGENERATIONRESPONSE']._serialized_end=2244
-  _globals['_RESUMEGENERATIONREQUEST']._serialized_start=2246
-  _globals['_RESUMEGENERATIONREQUEST']._serialized_end=2313
-  _globals['_RESUMEGENERATIONRESPONSE']._serialized_start=2316
-  _globals['_RESUMEGENERATIONRESPONSE']._serialized_end=2451
-  _globals['_CHATSERVICE']._serialized_start=2769
-  _globals['_CHATSERVICE']._serialized_end=3529
+  _globals['_STREAMCHATREQUEST']._serialized_end=866
+  _globals['_STREAMCHATRESPONSE']._serialized_start=869
+  _globals['_STREAMCHATRESPONSE']._serialized_end=1048
+  _globals['_CHATSTARTED']._serialized_start=1050
+  _globals['_CHATSTARTED']._serialized_end=1148
+  _globals['_CHATDELTA']._serialized_start=1150
+  _globals['_CHATDELTA']._serialized_end=1197
+  _globals['_CHATCOMPLETED']._serialized_start=1200
+  _globals['_CHATCOMPLETED']._serialized_end=1552
+  _globals['_CREATECONVERSATIONREQUEST']._serialized_start=1554
+  _globals['_CREATECONVERSATIONREQUEST']._serialized_end=1634
+  _globals['_CREATECONVERSATIONRESPONSE']._serialized_start=1636
+  _globals['_CREATECONVERSATIONRESPONSE']._serialized_end=1718
+  _globals['_LISTCONVERSATIONSREQUEST']._serialized_start=1720
+  _globals['_LISTCONVERSATIONSREQUEST']._serialized_end=1785
+  _globals['_LISTCONVERSATIONSRESPONSE']._serialized_start=1787
+  _globals['_LISTCONVERSATIONSRESPONSE']._serialized_end=1894
+  _globals['_GETCONVERSATIONREQUEST']._serialized_start=1896
+  _globals['_GETCONVERSATIONREQUEST']._serialized_end=1945
+  _globals['_GETCONVERSATIONRESPONSE']._serialized_start=1947
+  _globals['_GETCONVERSATIONRESPONSE']._serialized_end=2071
+  _globals['_DELETECONVERSATIONREQUEST']._serialized_start=2073
+  _globals['_DELETECONVERSATIONREQUEST']._serialized_end=2125
+  _globals['_DELETECONVERSATIONRESPONSE']._serialized_start=2127
+  _globals['_DELETECONVERSATIONRESPONSE']._serialized_end=2155
+  _globals['_CANCELGENERATIONREQUEST']._serialized_start=2157
+  _globals['_CANCELGENERATIONREQUEST']._serialized_end=2202
+  _globals['_CANCELGENERATIONRESPONSE']._serialized_start=2204
+  _globals['_CANCELGENERATIONRESPONSE']._serialized_end=2274
+  _globals['_RESUMEGENERATIONREQUEST']._serialized_start=2276
+  _globals['_RESUMEGENERATIONREQUEST']._serialized_end=2343
+  _globals['_RESUMEGENERATIONRESPONSE']._serialized_start=2346
+  _globals['_RESUMEGENERATIONRESPONSE']._serialized_end=2481
+  _globals['_CHATSERVICE']._serialized_start=2799
+  _globals['_CHATSERVICE']._serialized_end=3559
 # @@protoc_insertion_point(module_scope)

@@ -82,7 +82,7 @@ class Conversation(_message.Message):
     def __init__(self, id: _Optional[str] = ..., title: _Optional[str] = ..., model: _Optional[str] = ..., system_prompt: _Optional[str] = ..., create_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., update_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., message_count: _Optional[int] = ...) -> None: ...
 
 class StreamChatRequest(_message.Message):
-    __slots__ = ("conversation_id", "content", "model", "guardrail", "temperature", "max_output_tokens", "system_prompt")
+    __slots__ = ("conversation_id", "content", "model", "guardrail", "temperature", "max_output_tokens", "system_prompt", "cancel_on_disconnect")
     CONVERSATION_ID_FIELD_NUMBER: _ClassVar[int]
     CONTENT_FIELD_NUMBER: _ClassVar[int]
     MODEL_FIELD_NUMBER: _ClassVar[int]
@@ -90,6 +90,7 @@ class StreamChatRequest(_message.Message):
     TEMPERATURE_FIELD_NUMBER: _ClassVar[int]
     MAX_OUTPUT_TOKENS_FIELD_NUMBER: _ClassVar[int]
     SYSTEM_PROMPT_FIELD_NUMBER: _ClassVar[int]
+    CANCEL_ON_DISCONNECT_FIELD_NUMBER: _ClassVar[int]
     conversation_id: str
     content: str
     model: str
@@ -97,7 +98,8 @@ class StreamChatRequest(_message.Message):
     temperature: float
     max_output_tokens: int
     system_prompt: str
-    def __init__(self, conversation_id: _Optional[str] = ..., content: _Optional[str] = ..., model: _Optional[str] = ..., guardrail: _Optional[bool] = ..., temperature: _Optional[float] = ..., max_output_tokens: _Optional[int] = ..., system_prompt: _Optional[str] = ...) -> None: ...
+    cancel_on_disconnect: bool
+    def __init__(self, conversation_id: _Optional[str] = ..., content: _Optional[str] = ..., model: _Optional[str] = ..., guardrail: _Optional[bool] = ..., temperature: _Optional[float] = ..., max_output_tokens: _Optional[int] = ..., system_prompt: _Optional[str] = ..., cancel_on_disconnect: _Optional[bool] = ...) -> None: ...
 
 class StreamChatResponse(_message.Message):
     __slots__ = ("started", "delta", "completed")

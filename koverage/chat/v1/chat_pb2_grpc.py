@@ -90,6 +90,17 @@ class ChatServiceServicer:
         MESSAGE_STATUS_CANCELLED when another client cancelled it, or with the
         CANCELLED code when this client cancelled its own call.
 
+        The server cannot tell a client that cancels its call from one that
+        lost its connection. When the call ends before the `completed` event,
+        the generation keeps running unwatched for the server's orphan grace
+        period (KOVERAGE_CHAT_ORPHAN_GRACE_S, 5 s by default), so that a client
+        that reconnects can pick it up with ResumeGeneration and miss nothing.
+        If no ResumeGeneration is attached when the grace ends, the generation
+        is cancelled all the way to the provider and the partial answer is
+        stored with status MESSAGE_STATUS_CANCELLED. Set `cancel_on_disconnect`
+        to have the end of this call cancel the generation at once. A server
+        that stops mid-answer stores it with MESSAGE_STATUS_FAILED.
+
         Codes: INVALID_ARGUMENT (empty or oversized message, malformed id, bad
         temperature), NOT_FOUND (unknown conversation or model),
         FAILED_PRECONDITION (the conversation already has a generation
@@ -149,7 +160,9 @@ class ChatServiceServicer:
         """ResumeGeneration re-attaches to a generation. While it streams, the
         server sends the text from `offset_chars` on as deltas and then follows
         the live stream; once finished, it sends the rest of the stored text and
-        one `completed` event. Codes: INVALID_ARGUMENT (malformed id, offset
+        one `completed` event. Attaching to a generation whose StreamChat call
+        ended early keeps it from being cancelled when the orphan grace period
+        ends; it runs on while at least one client follows it. Codes: INVALID_ARGUMENT (malformed id, offset
         past the text), NOT_FOUND, UNAUTHENTICATED.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
