@@ -6,8 +6,8 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 # Debian packages: PDF checks (poppler-utils), WeasyPrint's font subsetting
-# (libharfbuzz-subset0).
-debs=(poppler-utils libharfbuzz-subset0)
+# (libharfbuzz-subset0) and Debian's Chromium for the dashboard's browser tests.
+debs=(poppler-utils libharfbuzz-subset0 chromium)
 missing=()
 for pkg in "${debs[@]}"; do
   dpkg -s "$pkg" >/dev/null 2>&1 || missing+=("$pkg")
