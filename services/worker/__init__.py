@@ -1,0 +1,43 @@
+"""Beacon's worker: Kafka spans -> Postgres, and the TelemetryService read API."""
+
+from services.worker._app import (
+    MIGRATIONS_OWNER,
+    build_consumer,
+    build_worker,
+    migrate_database,
+)
+from services.worker._consumer import ConsumerConfig, ConsumerStats, SpanConsumer
+from services.worker._decode import (
+    LLM_CALL_COLUMNS,
+    SPAN_COLUMNS,
+    DecodedSpan,
+    UndecodableRecord,
+    decode_record,
+)
+from services.worker._telemetry import TelemetryServicer
+from services.worker._writer import (
+    DatabaseUnavailableError,
+    RowsRejectedError,
+    SpanWriter,
+    WriteResult,
+)
+
+__all__ = [
+    "LLM_CALL_COLUMNS",
+    "MIGRATIONS_OWNER",
+    "SPAN_COLUMNS",
+    "ConsumerConfig",
+    "ConsumerStats",
+    "DatabaseUnavailableError",
+    "DecodedSpan",
+    "RowsRejectedError",
+    "SpanConsumer",
+    "SpanWriter",
+    "TelemetryServicer",
+    "UndecodableRecord",
+    "WriteResult",
+    "build_consumer",
+    "build_worker",
+    "decode_record",
+    "migrate_database",
+]

@@ -1,0 +1,286 @@
+"""The worker's Kafka consumer loop: spans topic -> Postgres, at least once.
+
+Per batch: consume up to `batch_size` records; decode each; publish the
+undecodable ones to the dead-letter topic and wait for Kafka's ack; write the
+rest to Postgres in one transaction; only then commit the batch's offsets.
+A crash anywhere before the offset commit means the batch is delivered
+again, and the write skips what is already stored, so nothing is lost and
+nothing is stored twice.
+
+While Postgres is down the loop pauses its partitions (no more fetching) but
+keeps polling, so it stays in the consumer group, and retries the same batch
+with capped exponential backoff until the write succeeds. It never skips the
+batch.
+
+A batch Postgres refuses for its content (not connectivity) is written one
+record at a time, and each refused record goes to the dead-letter topic with
+Postgres's message, so one poison record cannot stall a partition.
+
+Known limitation: one thread decodes a batch and then writes it, so the
+worker's rate is bounded by decode time plus write time (measured in
+BENCHMARKS.md, below the 20,000 spans/s target on the shared 2-core VM).
+Overlapping the two (decode the next batch while Postgres runs the COPY) or
+running several workers in the group would raise it.
+"""
+
+import dataclasses
+import logging
+import threading
+import time
+
+from confluent_kafka import (
+    Consumer,
+    KafkaError,
+    KafkaException,
+    Producer,
+    TopicPartition,
+)
+from prometheus_client import Counter
+
+from koverage.local import consumer_config
+from services.ingest import REASON_HEADER, SOURCE_HEADER, STAGE_HEADER
+from services.worker._decode import DecodedSpan, UndecodableRecord, decode_record
+from services.worker._writer import (
+    DatabaseUnavailableError,
+    RowsRejectedError,
+    SpanWriter,
+)
+
+_POLL_TIMEOUT_S = 0.2
+_BACKOFF_START_S = 0.2
+_BACKOFF_MAX_S = 5.0
+_DLQ_TIMEOUT_S = 10.0
+
+RECORDS_WRITTEN = Counter(
+    "koverage_worker_records_total", "Span records processed", ["outcome"]
+)
+
+logger = logging.getLogger(__name__)
+
+
+@dataclasses.dataclass
+class ConsumerStats:
+    """Running totals, for tests, the benchmark and logs."""
+
+    records: int = 0
+    spans_inserted: int = 0
+    llm_calls_inserted: int = 0
+    dead_lettered: int = 0
+    batches: int = 0
+    database_retries: int = 0
+
+
+@dataclasses.dataclass(frozen=True)
+class ConsumerConfig:
+    """Where the consumer reads from and writes to."""
+
+    bootstrap: str
+    group_id: str
+    spans_topic: str
+    dead_letter_topic: str
+    database_url: str
+    batch_size: int = 5000
+    kafka_overrides: dict = dataclasses.field(default_factory=dict)
+
+
+class SpanConsumer:
+    """Consumes span records into Postgres until `stop()` is called.
+
+    Run `run()` on a thread of its own (confluent-kafka calls block).
+    """
+
+    def __init__(self, config: ConsumerConfig) -> None:
+        if config.batch_size < 1:
+            raise ValueError(f"batch_size={config.batch_size} must be >= 1")
+        self._config = config
+        self._stop = threading.Event()
+        self._writer = SpanWriter(config.database_url)
+        self._paused = False
+        self.stats = ConsumerStats()
+        self.assigned = threading.Event()
+        self._consumer = Consumer(
+            consumer_config(
+                config.bootstrap,
+                config.group_id,
+                {
+                    "enable.auto.commit": False,
+                    "enable.auto.offset.store": False,
+                    "auto.offset.reset": "earliest",
+                    "fetch.wait.max.ms": 100,
+                    **config.kafka_overrides,
+                },
+            )
+        )
+        self._producer = Producer(
+            {"bootstrap.servers": config.bootstrap, "enable.idempotence": True}
+        )
+
+    def stop(self) -> None:
+        """Asks `run()` to finish its batch and return."""
+        self._stop.set()
+
+    def run(self) -> None:
+        """Consumes until `stop()`; closes the consumer on the way out."""
+        self._consumer.subscribe([self._config.spans_topic], on_assign=self._on_assign)
+        logger.info("consuming %s", self._config.spans_topic)
+        try:
+            while not self._stop.is_set():
+                messages = self._consumer.consume(
+                    self._config.batch_size, timeout=_POLL_TIMEOUT_S
+                )
+                pending = _Pending()
+                for message in messages:
+                    pending.add(message)
+                if pending.records:
+                    self._process(pending)
+        except _Stopping:
+            # Stopping with an unwritten batch: its offsets stay uncommitted,
+            # so the next worker reads it again.
+            logger.info("stopping with a batch unwritten; it will be redelivered")
+        finally:
+            self._consumer.close()
+            self._producer.flush(5.0)
+            self._producer = None  # the last reference: librdkafka stops now
+            self._writer.close()
+            logger.info("stopped consuming")
+
+    def _on_assign(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        self.assigned.set()
+        if self._paused:
+            consumer.pause(partitions)
+
+    def _process(self, pending: "_Pending") -> None:
+        delay_s = _BACKOFF_START_S
+        while True:
+            try:
+                self._write(pending)
+                self._dead_letter(pending)
+                break
+            except (DatabaseUnavailableError, _DeadLetterError) as exc:
+                self.stats.database_retries += 1
+                logger.warning(
+                    "batch not stored (%s); retrying in %.1f s", exc, delay_s
+                )
+                self._pause()
+                self._wait(delay_s, pending)
+                delay_s = min(delay_s * 2, _BACKOFF_MAX_S)
+        self._resume()
+
+        self._commit(pending.records)
+        self.stats.records += len(pending.records)
+        self.stats.batches += 1
+
+    def _write(self, pending: "_Pending") -> None:
+        if not pending.decoded:
+            return
+        try:
+            self._count(self._writer.write([d for _, d in pending.decoded]))
+        except RowsRejectedError as exc:
+            logger.warning(
+                "Postgres refused a batch (%s); writing records one by one", exc
+            )
+            for record, decoded in pending.decoded:
+                try:
+                    self._count(self._writer.write([decoded]))
+                except RowsRejectedError as row_exc:
+                    pending.rejected.append((record, f"Postgres refused: {row_exc}"))
+        pending.decoded = []
+
+    def _count(self, result) -> None:
+        self.stats.spans_inserted += result.spans
+        self.stats.llm_calls_inserted += result.llm_calls
+
+    def _wait(self, delay_s: float, pending: "_Pending") -> None:
+        # Keep polling so the group keeps us; paused partitions deliver
+        # nothing, and anything fetched before the pause joins the batch.
+        deadline = time.monotonic() + delay_s
+        while time.monotonic() < deadline:
+            if self._stop.is_set():
+                raise _Stopping
+            for message in self._consumer.consume(100, timeout=_POLL_TIMEOUT_S):
+                pending.add(message)
+
+    def _pause(self) -> None:
+        if not self._paused:
+            self._paused = True
+            self._consumer.pause(self._consumer.assignment())
+
+    def _resume(self) -> None:
+        if self._paused:
+            self._paused = False
+            self._consumer.resume(self._consumer.assignment())
+
+    def _dead_letter(self, pending: "_Pending") -> None:
+        if not pending.rejected:
+            return
+        errors: list = []
+        for record, reason in pending.rejected:
+            source = f"{record.topic()}/{record.partition()}/{record.offset()}"
+            self._producer.produce(
+                self._config.dead_letter_topic,
+                value=record.value(),
+                key=record.key(),
+                headers=[
+                    (REASON_HEADER, reason.encode()),
+                    (STAGE_HEADER, b"worker"),
+                    (SOURCE_HEADER, source.encode()),
+                ],
+                on_delivery=lambda err, _msg: err is not None and errors.append(err),
+            )
+        left = self._producer.flush(_DLQ_TIMEOUT_S)
+        if left or errors:
+            # Without the dead-letter ack the offsets must not move on.
+            raise _DeadLetterError(f"dead-letter publish failed: {errors[:1] or left}")
+        self.stats.dead_lettered += len(pending.rejected)
+        RECORDS_WRITTEN.labels("dead_lettered").inc(len(pending.rejected))
+        logger.warning("dead-lettered %d record(s)", len(pending.rejected))
+        pending.rejected = []
+
+    def _commit(self, records: list) -> None:
+        highest: dict[tuple[str, int], int] = {}
+        for record in records:
+            key = (record.topic(), record.partition())
+            highest[key] = max(highest.get(key, -1), record.offset())
+        offsets = [TopicPartition(t, p, o + 1) for (t, p), o in highest.items()]
+        try:
+            self._consumer.commit(offsets=offsets, asynchronous=False)
+        except KafkaException as exc:
+            # The rows are stored; the records will come again and be skipped.
+            logger.warning(
+                "offset commit failed (records will be redelivered): %s", exc
+            )
+
+
+class _Pending:
+    """The records of one batch and what became of them."""
+
+    def __init__(self) -> None:
+        self.records: list = []
+        self.decoded: list[tuple[object, DecodedSpan]] = []
+        self.rejected: list[tuple[object, str]] = []
+
+    def add(self, message) -> None:
+        if _skip(message):
+            return
+        self.records.append(message)
+        try:
+            self.decoded.append((message, decode_record(message.value())))
+        except UndecodableRecord as exc:
+            self.rejected.append((message, str(exc)))
+
+
+class _Stopping(Exception):
+    """Raised inside the retry loop when the worker is asked to stop."""
+
+
+class _DeadLetterError(Exception):
+    """Kafka did not acknowledge a dead-letter record."""
+
+
+def _skip(message) -> bool:
+    error = message.error()
+    if error is None:
+        return False
+    if error.code() != KafkaError._PARTITION_EOF:
+        logger.warning("consumer error: %s", error)
+    return True

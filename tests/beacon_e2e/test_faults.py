@@ -1,0 +1,185 @@
+"""Faults on real parts; after each, every accepted span is stored exactly once."""
+
+import asyncio
+import os
+import signal
+import tempfile
+import time
+
+import grpc
+import psycopg
+import pytest
+
+from koverage.db import connect, create_database
+from koverage.local import (
+    EmbeddedPostgres,
+    RotelCollector,
+    Supervisor,
+    free_port,
+    start_service,
+)
+from tests.beacon_e2e.conftest import otlp_stub, running_pipeline
+from tests.ingest.otlp import export_request, llm_attributes, make_span
+
+_BATCH = 500
+
+
+def _span_ids(database_url: str) -> list[bytes]:
+    with connect(database_url) as conn:
+        return [r[0] for r in conn.execute("SELECT span_id FROM spans").fetchall()]
+
+
+def _count(database_url: str) -> int:
+    try:
+        with connect(database_url, connect_timeout_s=2) as conn:
+            return conn.execute("SELECT count(*) FROM spans").fetchone()[0]
+    except psycopg.OperationalError:
+        return -1
+
+
+async def _wait_count(database_url: str, expected: int, timeout_s: float = 60.0) -> int:
+    deadline = time.monotonic() + timeout_s
+    count = -1
+    while time.monotonic() < deadline:
+        count = await asyncio.to_thread(_count, database_url)
+        if count >= expected:
+            return count
+        await asyncio.sleep(0.2)
+    return count
+
+
+async def _send(
+    address: str, batches: int, spans_per_batch: int = _BATCH, *, wait_for_ready=None
+) -> set[bytes]:
+    """Exports fresh spans; returns the span ids the ingest service accepted."""
+    accepted: set[bytes] = set()
+    channel, stub = otlp_stub(address)
+    async with channel:
+        for _ in range(batches):
+            spans = [
+                make_span("chat m", attributes=llm_attributes())
+                if i % 10 == 0
+                else make_span()
+                for i in range(spans_per_batch)
+            ]
+            response = await stub.Export(
+                export_request(spans), timeout=20, wait_for_ready=wait_for_ready
+            )
+            assert response.partial_success.rejected_spans == 0
+            accepted.update(s.span_id for s in spans)
+    return accepted
+
+
+def _assert_exactly_once(database_url: str, accepted: set[bytes]) -> None:
+    stored = _span_ids(database_url)
+    assert len(stored) == len(set(stored))  # guaranteed by the key; checked anyway
+    assert set(stored) == accepted
+
+
+@pytest.mark.slow
+async def test_worker_killed_mid_batch_loses_and_duplicates_nothing(
+    kafka_bootstrap, database_url
+):
+    async with running_pipeline(
+        kafka_bootstrap, database_url, worker=False
+    ) as pipeline:
+        accepted = await _send(pipeline.ingest_address, 40)  # 20,000 spans in Kafka
+        address = f"127.0.0.1:{free_port()}"
+        env = {
+            **pipeline.env(),
+            "KOVERAGE_WORKER_ADDRESS": address,
+            "KOVERAGE_WORKER_BATCH_SIZE": "500",
+        }
+        with Supervisor(tempfile.mkdtemp(prefix="koverage-kill-")) as supervisor:
+            worker = start_service(supervisor, "worker", address, env=env)
+            at_kill = await _wait_count(database_url, 500)
+            os.kill(worker.pid, signal.SIGKILL)
+            worker.wait(10)
+            supervisor.stop_process("worker")
+            assert 0 < at_kill < len(accepted), "the kill must land mid-stream"
+
+            start_service(supervisor, "worker", address, env=env)
+            assert await _wait_count(database_url, len(accepted), 90) == len(accepted)
+            await asyncio.sleep(1.0)  # anything redelivered has had time to land
+    _assert_exactly_once(database_url, accepted)
+
+
+@pytest.mark.slow
+async def test_postgres_stopped_during_ingestion_and_restarted(
+    kafka_bootstrap, tmp_path
+):
+    # A real, separate embedded Postgres that this test stops and starts.
+    server = EmbeddedPostgres(tmp_path / "pg", ready_timeout_s=60)
+    admin_url = server.start()
+    try:
+        database_url = create_database(admin_url, "beacon_outage")
+        async with running_pipeline(kafka_bootstrap, database_url) as pipeline:
+            accepted = await _send(pipeline.ingest_address, 4)
+            assert await _wait_count(database_url, len(accepted)) == len(accepted)
+
+            await asyncio.to_thread(server.stop)
+            accepted |= await _send(pipeline.ingest_address, 6)  # Kafka takes them
+            # The worker must meet the dead server (and retry) before it returns.
+            deadline = time.monotonic() + 30
+            while pipeline.consumer.stats.database_retries < 2:
+                assert time.monotonic() < deadline, "the worker never hit the outage"
+                await asyncio.sleep(0.1)
+            await asyncio.to_thread(server.start)
+
+            assert await _wait_count(database_url, len(accepted), 90) == len(accepted)
+            await asyncio.sleep(1.0)
+            _assert_exactly_once(database_url, accepted)
+    finally:
+        server.stop()
+
+
+@pytest.mark.slow
+async def test_collector_stopped_then_replaced(kafka_bootstrap, database_url, tmp_path):
+    async with running_pipeline(kafka_bootstrap, database_url) as pipeline:
+        grpc_port, http_port = free_port(), free_port()
+        collector = RotelCollector(
+            pipeline.ingest_address,
+            run_dir=tmp_path,
+            grpc_port=grpc_port,
+            http_port=http_port,
+        )
+        endpoint = collector.start()
+        accepted = await _send(endpoint, 2)
+        assert await _wait_count(database_url, len(accepted)) == len(accepted)
+
+        collector.stop()
+        with pytest.raises(grpc.aio.AioRpcError) as caught:
+            await _send(endpoint, 1)  # nobody accepts these
+        assert caught.value.code() == grpc.StatusCode.UNAVAILABLE
+
+        collector = RotelCollector(
+            pipeline.ingest_address,
+            run_dir=tmp_path,
+            grpc_port=grpc_port,
+            http_port=http_port,
+        )
+        collector.start()
+        try:
+            # gRPC shares the refused subchannel; wait out its reconnect backoff.
+            accepted |= await _send(endpoint, 2, wait_for_ready=True)
+            assert await _wait_count(database_url, len(accepted)) == len(accepted)
+            await asyncio.sleep(1.0)
+        finally:
+            collector.stop()
+        _assert_exactly_once(database_url, accepted)
+
+
+async def test_same_batch_sent_twice_is_stored_once(kafka_bootstrap, database_url):
+    spans = [make_span() for _ in range(300)]
+    async with running_pipeline(kafka_bootstrap, database_url) as pipeline:
+        channel, stub = otlp_stub(pipeline.ingest_address)
+        async with channel:
+            for _ in range(2):
+                await stub.Export(export_request(spans), timeout=20)
+        assert await _wait_count(database_url, 300) == 300
+        # Both copies went through Kafka; wait until the worker read them all.
+        deadline = time.monotonic() + 30
+        while pipeline.consumer.stats.records < 600 and time.monotonic() < deadline:
+            await asyncio.sleep(0.1)
+        assert pipeline.consumer.stats.records == 600
+    _assert_exactly_once(database_url, {s.span_id for s in spans})

@@ -1,0 +1,161 @@
+"""The worker's consumer against real Tansu and Postgres."""
+
+import json
+import time
+from decimal import Decimal
+
+import pytest
+
+from koverage.db import connect
+from services.worker import LLM_CALL_COLUMNS, UndecodableRecord, decode_record
+from tests.ingest.otlp import llm_attributes, make_span, read_topic, unique_topic
+from tests.worker.conftest import (
+    count_rows,
+    envelope,
+    produce,
+    running_consumer,
+    wait_for_rows,
+)
+
+
+def test_decode_pulls_the_llm_call_fields_out_of_the_span():
+    span = make_span(
+        "chat sim/steady",
+        duration_ms=80.0,
+        attributes=llm_attributes(
+            **{
+                "gen_ai.conversation.id": "c-1",
+                "koverage.redaction_counts": '{"email": 2}',
+                "error.type": None,
+            }
+        ),
+    )
+    decoded = decode_record(envelope(span, tenant="acme"))
+
+    row = dict(zip(LLM_CALL_COLUMNS, decoded.llm_call, strict=True))
+    assert row["tenant"] == "acme"
+    assert row["model"] == "sim/steady" and row["provider"] == "simulator"
+    assert row["input_tokens"] == 11 and row["output_tokens"] == 5
+    assert row["cost_usd"] == Decimal("0.0000130")
+    assert row["ttft_ms"] == 21.5 and row["latency_ms"] == pytest.approx(80.0)
+    assert row["status"] == "complete" and row["finish_reasons"] == ["stop"]
+    assert row["conversation_id"] == "c-1"
+    assert json.loads(row["redaction_counts"]) == {"email": 2}
+
+
+def test_decode_keeps_a_plain_span_without_an_llm_row():
+    decoded = decode_record(envelope(make_span("db query")))
+    assert decoded.llm_call is None
+    assert decoded.span[5] == "db query"
+
+
+@pytest.mark.parametrize(
+    ("value", "reason"),
+    [
+        (b"", "empty"),
+        (b"\xff\xff\xff", "not an OTLP"),
+        (b"\x12\x00", "holds 0 spans"),
+    ],
+)
+def test_decode_refuses_what_is_not_an_envelope(value, reason):
+    with pytest.raises(UndecodableRecord, match=reason):
+        decode_record(value)
+
+
+def test_spans_are_stored_once_even_when_delivered_twice(
+    kafka_bootstrap, topics, database_url
+):
+    spans = [make_span(f"s{i}") for i in range(50)]
+    llm = [make_span("chat x", attributes=llm_attributes()) for _ in range(10)]
+    records = [(s.trace_id, envelope(s)) for s in spans + llm]
+    produce(kafka_bootstrap, topics[0], records + records)  # the same batch twice
+
+    with running_consumer(
+        kafka_bootstrap, topics, database_url, batch_size=17
+    ) as consumer:
+        assert wait_for_rows(database_url, "spans", 60) == 60
+        assert wait_for_rows(database_url, "llm_calls", 10) == 10
+        while consumer.stats.records < 120:
+            time.sleep(0.1)
+
+    assert count_rows(database_url, "spans") == 60
+    assert count_rows(database_url, "llm_calls") == 10
+    assert consumer.stats.spans_inserted == 60
+
+
+def test_undecodable_record_goes_to_the_dead_letter_topic_and_the_rest_is_stored(
+    kafka_bootstrap, topics, database_url
+):
+    good = [make_span(f"g{i}") for i in range(5)]
+    records = [(s.trace_id, envelope(s)) for s in good]
+    records.insert(2, (b"k" * 16, b"\xde\xad\xbe\xef"))
+    produce(kafka_bootstrap, topics[0], records)
+
+    with running_consumer(kafka_bootstrap, topics, database_url):
+        assert wait_for_rows(database_url, "spans", 5) == 5
+        (dead,) = read_topic(kafka_bootstrap, topics[1], 1)
+
+    headers = {k: v.decode() for k, v in dead.headers()}
+    assert "not an OTLP ResourceSpans" in headers["koverage-reason"]
+    assert headers["koverage-stage"] == "worker"
+    assert headers["koverage-source"].startswith(topics[0] + "/")
+    assert dead.value() == b"\xde\xad\xbe\xef"
+
+
+def test_committed_offsets_let_a_restarted_group_resume_without_rereading(
+    kafka_bootstrap, topics, database_url
+):
+    first = [make_span(f"a{i}") for i in range(20)]
+    produce(kafka_bootstrap, topics[0], [(s.trace_id, envelope(s)) for s in first])
+    group = unique_topic("group")
+    with running_consumer(
+        kafka_bootstrap, topics, database_url, group_id=group
+    ) as consumer:
+        assert wait_for_rows(database_url, "spans", 20) == 20
+        while consumer.stats.records < 20:
+            time.sleep(0.1)
+
+    second = [make_span(f"b{i}") for i in range(5)]
+    produce(kafka_bootstrap, topics[0], [(s.trace_id, envelope(s)) for s in second])
+    with running_consumer(
+        kafka_bootstrap, topics, database_url, group_id=group
+    ) as consumer:
+        assert wait_for_rows(database_url, "spans", 25) == 25
+        while consumer.stats.records < 5:
+            time.sleep(0.1)
+        time.sleep(1.0)
+    # Only the new records were read: the first run's offsets were committed.
+    assert consumer.stats.records == 5
+
+
+def test_postgres_outage_is_retried_without_loss(kafka_bootstrap, topics, database_url):
+    # A dedicated database made unavailable: connections refused and cut.
+    name = database_url.rsplit("/", 1)[1].split("?")[0]
+    admin = database_url.rsplit("/", 1)[0] + "/postgres"
+
+    def set_available(available: bool) -> None:
+        with connect(admin, autocommit=True) as conn:
+            conn.execute(
+                f"ALTER DATABASE {name} ALLOW_CONNECTIONS {str(available).lower()}"
+            )
+            if not available:
+                conn.execute(
+                    "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+                    "WHERE datname = %s",
+                    (name,),
+                )
+
+    with running_consumer(kafka_bootstrap, topics, database_url) as consumer:
+        before = [make_span(f"p{i}") for i in range(10)]
+        produce(kafka_bootstrap, topics[0], [(s.trace_id, envelope(s)) for s in before])
+        assert wait_for_rows(database_url, "spans", 10) == 10
+
+        set_available(False)
+        during = [make_span(f"q{i}") for i in range(30)]
+        produce(kafka_bootstrap, topics[0], [(s.trace_id, envelope(s)) for s in during])
+        while consumer.stats.database_retries < 2:
+            time.sleep(0.1)
+        set_available(True)
+
+        assert wait_for_rows(database_url, "spans", 40) == 40
+    assert count_rows(database_url, "spans") == 40
