@@ -1,6 +1,7 @@
 """Runs the router service: `python -m services.router`."""
 
 import asyncio
+import gc
 
 from koverage.logs import configure_logging
 from koverage.serving import setup_metrics, setup_tracing
@@ -15,6 +16,11 @@ async def _main() -> None:
     setup_tracing(service_name, settings.otlp_endpoint)
     setup_metrics(service_name)
     server = build_server(settings)
+    # What startup built (modules, catalog, stubs) lives as long as the
+    # process. Freezing it keeps it out of later garbage collections, each of
+    # which would otherwise scan ~100k objects and pause every open stream
+    # for tens of milliseconds (seen as time-to-first-token spikes).
+    gc.freeze()
     await server.start()
     await server.wait_for_termination()
 
