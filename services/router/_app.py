@@ -6,7 +6,11 @@ from koverage.settings import Settings
 from services.router._catalog import load_catalog
 from services.router._engine import Router
 from services.router._servicer import RouterServicer
-from services.router.providers import OpenAICompatibleProvider, SimulatorProvider
+from services.router.providers import (
+    OpenAICompatibleProvider,
+    SimulatorProvider,
+    load_personas,
+)
 
 # OpenRouter asks callers to identify their app in these headers.
 _OPENROUTER_HEADERS = {"HTTP-Referer": "https://github.com/koverage", "X-Title": "Koverage"}
@@ -15,7 +19,8 @@ _OPENROUTER_HEADERS = {"HTTP-Referer": "https://github.com/koverage", "X-Title":
 def build_providers(settings: Settings) -> dict:
     """Providers that are configured; unconfigured ones are absent, and their
     models answer UNAVAILABLE with a message naming the missing setting."""
-    providers: dict = {"simulator": SimulatorProvider()}
+    personas = load_personas(settings.simulator_personas_path or None)
+    providers: dict = {"simulator": SimulatorProvider(personas)}
     if settings.openrouter_api_key:
         providers["openrouter"] = OpenAICompatibleProvider(
             "openrouter",

@@ -226,6 +226,7 @@ class Router:
             max_output_tokens=params.max_output_tokens,
             seed=params.seed,
             persona=entry.persona,
+            guardrail=params.guardrail,
         )
         with _tracer.start_as_current_span(
             f"chat {entry.id}", kind=SpanKind.CLIENT, record_exception=False,
@@ -353,8 +354,11 @@ class Router:
             output_tokens = _estimate_tokens(text)
         else:
             input_tokens, output_tokens = usage.input_tokens, usage.output_tokens
+        # A provider's own guardrail refusal (finish reason "refused") is a
+        # refused generation, like one refused by the router's guardrail.
+        refused = finish.reason == "refused"
         summary = Summary(
-            status="complete",
+            status="refused" if refused else "complete",
             model=entry.id,
             provider=entry.provider,
             input_tokens=input_tokens,
@@ -364,6 +368,7 @@ class Router:
             finish_reason=finish.reason,
             ttft_s=ttft_s,
             duration_s=duration_s,
+            refusal_reason=finish.refusal_reason if refused else "",
             trace_id=format(span.get_span_context().trace_id, "032x"),
             fallbacks_tried=tried,
             output_redactions=scrubber.redactions if scrubber else 0,
@@ -493,7 +498,10 @@ def _set_result_attributes(span, summary: Summary, finish: FinishReport, text: s
     span.set_attribute(GEN_AI_USAGE_OUTPUT_TOKENS, summary.output_tokens)
     span.set_attribute(KOVERAGE_USAGE_ESTIMATED, summary.usage_estimated)
     span.set_attribute(KOVERAGE_COST_USD, str(summary.cost_usd))
-    span.set_attribute(KOVERAGE_STATUS, LlmCallStatus.COMPLETE)
+    span.set_attribute(
+        KOVERAGE_STATUS,
+        LlmCallStatus.REFUSED if summary.status == "refused" else LlmCallStatus.COMPLETE,
+    )
     if summary.ttft_s is not None:
         span.set_attribute(KOVERAGE_TIME_TO_FIRST_TOKEN_MS, summary.ttft_s * 1000)
     span.set_attribute(KOVERAGE_COMPLETION_PREVIEW, text[:_PREVIEW_CHARS])

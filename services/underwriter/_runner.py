@@ -163,6 +163,12 @@ class EvalRunner:
             except ValueError as exc:
                 raise RunSpecError(str(exc)) from exc
         self._exam = exam
+        # Fixed by the spec and the exam; progress reports read it per call.
+        judged = sum(1 for item in exam.items if item.axis in JUDGED_AXES)
+        per_arm = len(exam.items) + judged * len(self._judges)
+        self._total_calls = (
+            per_arm * len(self._models) * len(self._temperatures) * len(self._arms)
+        )
         self._completed = 0
         self._failed = 0
 
@@ -179,9 +185,7 @@ class EvalRunner:
     @property
     def total_calls(self) -> int:
         """Answers plus judge verdicts the run makes (skipped verdicts included)."""
-        judged = sum(1 for item in self._exam.items if item.axis in JUDGED_AXES)
-        per_arm = len(self._exam.items) + judged * len(self._judges)
-        return per_arm * len(self._models) * len(self._temperatures) * len(self._arms)
+        return self._total_calls
 
     async def run(self, *, retry_errors: bool = False) -> dict:
         """Makes (or reuses) every call, then returns the scorecard dict.

@@ -15,6 +15,9 @@ class ProviderCall:
     max_output_tokens: int | None = None
     seed: int | None = None
     persona: str = ""
+    guardrail: bool = False
+    """The caller asked for the guardrail; a provider with its own guardrail
+    (a simulator persona's planted one) applies it only then."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -34,10 +37,14 @@ class UsageReport:
 
 @dataclasses.dataclass(frozen=True)
 class FinishReport:
-    """Why the provider stopped: "stop", "length" or "content_filter"."""
+    """Why the provider stopped: "stop", "length", "content_filter", or
+    "refused" when the provider's own guardrail refused the request (it then
+    sends no text, and the router reports the generation as refused)."""
 
     reason: str
     response_model: str = ""
+    refusal_reason: str = ""
+    """Why the provider refused; set only with reason "refused"."""
 
 
 ProviderEvent = TextChunk | UsageReport | FinishReport
