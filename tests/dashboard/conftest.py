@@ -71,7 +71,7 @@ def _require_browser() -> None:
         pytest.skip("playwright is not installed: pip install playwright")
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="package")
 def mesh(tmp_path_factory):
     _require_browser()
     run_dir = tmp_path_factory.mktemp("koverage-mesh")
@@ -83,7 +83,7 @@ def mesh(tmp_path_factory):
         yield mesh
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="package")
 def dashboard(mesh):
     """The dashboard in a thread of its own event loop, against the mesh's DB."""
     from services.worker.dashboard import start_dashboard
@@ -113,7 +113,7 @@ def dashboard(mesh):
         loop.close()
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="package")
 def browser():
     _require_browser()
     from playwright.sync_api import sync_playwright
