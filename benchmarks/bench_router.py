@@ -63,6 +63,8 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_health.v1._async import HealthServicer
 
 from koverage.router.v1 import router_pb2, router_pb2_grpc
+from koverage.serving import EVENT_LOOPS
+from koverage.serving import run as run_on_loop
 from services.router.providers import (
     ProviderCall,
     SimulatorProvider,
@@ -88,6 +90,27 @@ _COMPARISON_TITLES = {
 _MODE_TITLES = {"inproc": "in process", "bare": "bare gRPC", "router": "router"}
 
 
+def _comparisons(plan: "Plan") -> list[tuple[str, str]]:
+    """(subtrahend, minuend) pairs reported for this plan, headline first."""
+    if not plan.variants:
+        return [c for c in _COMPARISONS if set(c) <= set(plan.modes)]
+    names = [name for name, _ in plan.variants]
+    pairs = [("inproc", name) for name in names]
+    if "bare" in plan.modes:
+        pairs.append(("inproc", "bare"))
+    return pairs + [(names[0], name) for name in names[1:]]
+
+
+def _comparison_title(pair: tuple[str, str]) -> str:
+    return _COMPARISON_TITLES.get(
+        pair, f"{_mode_title(pair[1])} - {_mode_title(pair[0])}"
+    )
+
+
+def _mode_title(mode: str) -> str:
+    return _MODE_TITLES.get(mode, mode)
+
+
 @dataclasses.dataclass(frozen=True)
 class Plan:
     """How much to measure."""
@@ -101,6 +124,9 @@ class Plan:
     """Back-to-back streams per worker when concurrency is above 1."""
     warmup_concurrent: bool
     """Whether warm-up also runs a round of 8 concurrent streams per mode."""
+    variants: tuple[tuple[str, tuple[tuple[str, str], ...]], ...] = ()
+    """Router variants (name, extra environment) measured side by side in
+    place of the one `router` mode; the first is the baseline."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -168,7 +194,9 @@ def main(argv: list[str] | None = None) -> int:
             # so that client pauses do not pass for router overhead.
             gc.freeze()
             load_before = os.getloadavg()
-            results = asyncio.run(_run(plan, servers, nominal_s))
+            results = run_on_loop(
+                lambda: _run(plan, servers, nominal_s), event_loop=args.client_loop
+            )
         finally:
             for server in servers.values():
                 server.stop()
@@ -182,6 +210,7 @@ def main(argv: list[str] | None = None) -> int:
             "cpus": os.cpu_count(),
             "python": sys.version.split()[0],
             "grpcio": grpc.__version__,
+            "client_loop": args.client_loop,
             "load_average_before": load_before,
             "load_average_after": os.getloadavg(),
         },
@@ -204,7 +233,7 @@ async def _run(
         mode: grpc.aio.insecure_channel(s.address) for mode, s in servers.items()
     }
     try:
-        openers: dict[str, Callable[[int], AsyncIterator[None]]] = {
+        openers: dict[str, Callable[[int], AsyncIterator[int]]] = {
             "inproc": lambda n: _inproc_tokens(provider, n)
         }
         for mode, channel in channels.items():
@@ -284,29 +313,33 @@ async def _phase(
     return PhaseResult(mode, concurrency, samples, client_cpu_s, server_cpu_s)
 
 
-async def _measure(tokens: AsyncIterator[None]) -> StreamSample:
-    """Times one stream from the request to its first and last token."""
+async def _measure(tokens: AsyncIterator[int]) -> StreamSample:
+    """Times one stream from the request to its first and last token.
+
+    `tokens` yields, per message received, how many tokens it holds: one
+    message may carry several when the router coalesces deltas.
+    """
     started = time.perf_counter()
     first = last = None
     count = 0
-    async for _ in tokens:
+    async for held in tokens:
         last = time.perf_counter()
         if first is None:
             first = last
-        count += 1
+        count += held
     if first is None:
         raise RuntimeError("stream ended without a token")
     return StreamSample((first - started) * 1000, (last - started) * 1000, count)
 
 
-async def _inproc_tokens(provider: SimulatorProvider, n: int) -> AsyncIterator[None]:
+async def _inproc_tokens(provider: SimulatorProvider, n: int) -> AsyncIterator[int]:
     call = ProviderCall(provider_model="", messages=_messages(n), persona=_PERSONA)
     async for event in provider.stream(call):
         if isinstance(event, TextChunk):
-            yield None
+            yield 1
 
 
-async def _grpc_tokens(stub, n: int) -> AsyncIterator[None]:
+async def _grpc_tokens(stub, n: int) -> AsyncIterator[int]:
     request = router_pb2.GenerateRequest(
         model=_MODEL_ID,
         messages=[
@@ -317,11 +350,16 @@ async def _grpc_tokens(stub, n: int) -> AsyncIterator[None]:
     summary = None
     async for response in stub.Generate(request, timeout=_CALL_TIMEOUT_S):
         if response.HasField("delta"):
-            yield None
+            yield count_tokens(response.delta.text)
         else:
             summary = response.summary
     if summary is None or summary.status != router_pb2.GENERATION_STATUS_COMPLETE:
         raise RuntimeError(f"stream {n} ended without a complete summary")
+
+
+def count_tokens(text: str) -> int:
+    """Simulator tokens in `text`: each is one word with its trailing space."""
+    return len(text.split())
 
 
 def _messages(n: int) -> tuple[dict[str, str], ...]:
@@ -390,10 +428,8 @@ def _start_servers(
                 }
             )
         )
-        address = f"127.0.0.1:{_free_port()}"
         env = {
             **os.environ,
-            "KOVERAGE_ROUTER_ADDRESS": address,
             "KOVERAGE_METRICS_PORT": "-1",
             "KOVERAGE_LOG_LEVEL": "WARNING",
             "KOVERAGE_CATALOG_PATH": str(catalog_path),
@@ -404,10 +440,14 @@ def _start_servers(
         command = [sys.executable]
         if args.profile_router:
             command += ["-m", "cProfile", "-o", args.profile_router]
-        servers["router"] = _ServerProcess(
-            command + ["-m", "services.router"], env, address
-        )
-        servers["router"].start(pin_cpu=pin_cpu)
+        for name, extra_env in plan.variants or (("router", ()),):
+            address = f"127.0.0.1:{_free_port()}"
+            servers[name] = _ServerProcess(
+                command + ["-m", "services.router"],
+                {**env, **dict(extra_env), "KOVERAGE_ROUTER_ADDRESS": address},
+                address,
+            )
+            servers[name].start(pin_cpu=pin_cpu)
     if "bare" in plan.modes:
         address = f"127.0.0.1:{_free_port()}"
         servers["bare"] = _ServerProcess(
@@ -525,7 +565,7 @@ _ROWS = (
 def _summarise(results: list[tuple[int, PhaseResult]], plan: Plan) -> dict:
     """Per concurrency: each repetition's stats and overheads, then medians."""
     stats = {(rep, r.concurrency, r.mode): r.stats() for rep, r in results}
-    comparisons = [c for c in _COMPARISONS if set(c) <= set(plan.modes)]
+    comparisons = _comparisons(plan)
     levels = {}
     for concurrency in plan.concurrencies:
         per_rep = []
@@ -576,11 +616,11 @@ def _median(rows: list[dict]) -> dict[str, float | None]:
 
 
 def _render_markdown(report: dict, plan: Plan) -> str:
-    comparisons = [c for c in _COMPARISONS if set(c) <= set(plan.modes)]
+    comparisons = _comparisons(plan)
     header = (
         ["streams", "metric"]
-        + [_MODE_TITLES[m] for m in plan.modes]
-        + [_COMPARISON_TITLES[c] for c in comparisons]
+        + [_mode_title(m) for m in plan.modes]
+        + [_comparison_title(c) for c in comparisons]
     )
     setup = report["setup"]
     lines = [
@@ -674,6 +714,22 @@ def _parse_args(argv: list[str] | None) -> argparse.Namespace:
         f"instead of starting one; it must serve {_MODEL_ID!r} on "
         f"the {_PERSONA!r} persona",
     )
+    parser.add_argument(
+        "--variant",
+        action="append",
+        default=[],
+        metavar="NAME=VAR=VALUE[,VAR=VALUE...]",
+        help="run one router per variant, each with these extra environment "
+        "variables, side by side in place of the single router (repeat; the "
+        "first is the baseline the others are compared with), e.g. "
+        "--variant before=KOVERAGE_EVENT_LOOP=asyncio",
+    )
+    parser.add_argument(
+        "--client-loop",
+        choices=EVENT_LOOPS,
+        default="asyncio",
+        help="event loop of this (client) process (default: asyncio)",
+    )
     parser.add_argument("--json", help="also write the full report to this path")
     parser.add_argument(
         "--profile-router",
@@ -686,12 +742,12 @@ def _parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 def _plan_from(args: argparse.Namespace) -> Plan:
     quick = args.quick
+    variants = tuple(_parse_variant(v) for v in args.variant)
+    routers = tuple(name for name, _ in variants) or ("router",)
+    bare = not quick if args.bare is None else args.bare
     plan = Plan(
-        modes=(
-            ("inproc", "bare", "router")
-            if (not quick if args.bare is None else args.bare)
-            else ("inproc", "router")
-        ),
+        modes=("inproc",) + (("bare",) if bare else ()) + routers,
+        variants=variants,
         repetitions=args.repetitions or (1 if quick else 5),
         concurrencies=tuple(args.concurrency),
         streams_single=args.streams_single or (2 if quick else 20),
@@ -706,7 +762,24 @@ def _plan_from(args: argparse.Namespace) -> Plan:
         raise SystemExit("--pin needs at least two CPUs")
     if args.address and args.profile_router:
         raise SystemExit("--profile-router needs the router this script starts")
+    if args.address and variants:
+        raise SystemExit("--variant needs the routers this script starts")
+    if len(set(routers)) != len(routers) or set(routers) & {"inproc", "bare"}:
+        raise SystemExit("variant names must be unique and not inproc or bare")
     return plan
+
+
+def _parse_variant(text: str) -> tuple[str, tuple[tuple[str, str], ...]]:
+    name, _, assignments = text.partition("=")
+    pairs = []
+    for assignment in filter(None, assignments.split(",")):
+        key, sep, value = assignment.partition("=")
+        if not sep or not key:
+            raise SystemExit(f"--variant {text!r}: {assignment!r} is not VAR=VALUE")
+        pairs.append((key, value))
+    if not name:
+        raise SystemExit(f"--variant {text!r} has no name")
+    return name, tuple(pairs)
 
 
 if __name__ == "__main__":

@@ -22,10 +22,17 @@ waiting for a core. A second measurement times only the redaction step
 (`RedactingSpanProcessor._redact_span`) on an ended span, which is less
 disturbed by the export thread, for a span with PII and one without.
 
+Timing on a busy machine is noisy, so `--only bare|llmobs` records
+`--spans` spans through one provider and prints nothing: run under valgrind
+with 0 and with N spans, the difference of the instruction counts over N is a
+load-independent cost per span (`I refs`, all threads).
+
 Run from the repository root:
 
     .venv/bin/python -m benchmarks.bench_span_processor
     .venv/bin/python -m benchmarks.bench_span_processor --runs 5 --spans 1000
+    valgrind --tool=cachegrind --cache-sim=no --cachegrind-out-file=/dev/null \
+        .venv/bin/python -m benchmarks.bench_span_processor --only llmobs --spans 2000
 """
 
 import argparse
@@ -94,7 +101,11 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--runs", type=int, default=9)
     parser.add_argument("--spans", type=int, default=2000)
+    parser.add_argument("--only", choices=("bare", "llmobs"))
     args = parser.parse_args()
+    if args.only:
+        _record_only(args.only, args.spans)
+        return
     print(f"python {sys.version.split()[0]}, {args.runs} runs x {args.spans} spans")
 
     bare = TracerProvider()
@@ -142,6 +153,20 @@ def main() -> None:
 
     bare.shutdown()
     wrapped.shutdown()
+
+
+def _record_only(name: str, spans: int) -> None:
+    # The same pipeline as in `main`, warmed up, then `spans` spans, for
+    # counting instructions under valgrind.
+    provider = TracerProvider()
+    exporting = BatchSpanProcessor(_DiscardingExporter())
+    provider.add_span_processor(
+        exporting if name == "bare" else RedactingSpanProcessor(exporting)
+    )
+    tracer = provider.get_tracer("bench")
+    _record_spans(tracer, 200)
+    _record_spans(tracer, spans)
+    provider.shutdown()
 
 
 def _record_spans(

@@ -55,9 +55,10 @@ class Settings:
     """Link to a trace in Jaeger or Tempo, e.g.
     `http://jaeger:16686/trace/{trace_id}`; empty shows the id only."""
 
-    dashboard_address: str = "127.0.0.1:8480"
+    dashboard_address: str = ""
     """host:port of the live web dashboard (Beacon and Underwriter), served
-    by the worker; port 0 picks a free one."""
+    by the worker; port 0 picks a free one. Empty serves no dashboard:
+    `koverage up` sets it (the port after the five services by default)."""
 
     underwriter_datasets_dir: str = ""
     """Directory of the Underwriter's public datasets; empty means
@@ -149,6 +150,18 @@ class Settings:
 
     log_level: str = "INFO"
     """Log level of every logger."""
+
+    event_loop: str = "auto"
+    """asyncio event loop of the service entry points: `uvloop`, `asyncio`
+    (the standard library's), or `auto` (uvloop when installed)."""
+
+    router_coalesce_deltas: bool = False
+    """When true, the router sends answer text that is ready at the same
+    moment (the caller's stream fell behind) as one message instead of one
+    message per provider chunk. Off by default: on the 2-core development
+    machine it cost about 8% more router CPU per stream and did not
+    measurably lower time to first token (BENCHMARKS.md, "Router
+    overhead")."""
 
     @classmethod
     def from_env(

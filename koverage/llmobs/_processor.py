@@ -17,7 +17,6 @@ An ended span is immutable, so a changed span is handed on as a new
 handed on as it is, at no copy cost.
 """
 
-import functools
 import json
 import logging
 import time
@@ -42,14 +41,17 @@ from koverage.llmobs._semconv import (
 )
 
 _DEFAULT_PREVIEW_MAX_CHARS = 256
+_PREVIEW_KEYS = (KOVERAGE_PROMPT_PREVIEW, KOVERAGE_COMPLETION_PREVIEW)
 # A preview is redacted on a window this much longer than what is kept, so a
 # value that straddles the cut is still recognised whole and replaced.
 _PREVIEW_SCAN_MARGIN_CHARS = 64
 _ERROR_LOG_INTERVAL_S = 60.0
 # Short values (model names, providers, tenants, ids) repeat from span to
-# span; their redaction is remembered. Longer text is always scanned.
-_CACHED_VALUE_MAX_CHARS = 128
-_CACHED_VALUES = 4096
+# span; those found clean are remembered. Longer text is always scanned.
+_KNOWN_CLEAN_MAX_CHARS = 128
+_KNOWN_CLEAN_VALUES = 4096
+_KNOWN_CLEAN: set[str] = set()
+_SEQUENCE_TYPES = frozenset((tuple, list))
 
 logger = logging.getLogger(__name__)
 
@@ -136,8 +138,8 @@ class RedactingSpanProcessor(SpanProcessor):
         counts: dict[str, int] = {}
         source = _plain_attributes(span)
         attributes = self._redact_attributes(source, counts, previews=True)
-        events = self._redact_events(span.events, counts)
-        status = span.status
+        events = self._redact_events(span, counts)
+        original_status = status = span.status
         if status.description:
             description, found = redact(status.description)
             if found:
@@ -148,7 +150,7 @@ class RedactingSpanProcessor(SpanProcessor):
         if (
             attributes is None
             and events is None
-            and status is span.status
+            and status is original_status
             and not is_llm
         ):
             return span
@@ -157,11 +159,8 @@ class RedactingSpanProcessor(SpanProcessor):
         attributes[KOVERAGE_REDACTION_COUNTS] = _receipt(
             source.get(KOVERAGE_REDACTION_COUNTS), counts
         )
-        return _RedactedSpan(
-            span,
-            attributes=attributes,
-            events=span.events if events is None else events,
-            status=status,
+        return _RedactedSpan.copy_of(
+            span, attributes=attributes, events=events, status=status
         )
 
     def _redact_attributes(
@@ -169,16 +168,30 @@ class RedactingSpanProcessor(SpanProcessor):
     ) -> dict | None:
         # Returns a changed copy, or None when nothing needed changing.
         changed: dict | None = None
+        if previews:
+            for key in _PREVIEW_KEYS:
+                value = source.get(key)
+                if type(value) is not str:
+                    continue
+                new_value = self._redact_preview(value, counts)
+                if new_value is not value:
+                    if changed is None:
+                        changed = dict(source)
+                    changed[key] = new_value
+
+        # The hot loop. Most values (model names, ids, finish reasons,
+        # numbers) are the same clean values span after span: numbers are
+        # skipped on their type, and strings known to be clean on one set
+        # lookup, before any call.
         for key, value in source.items():
             value_type = type(value)
             if value_type is str:
-                if previews and (
-                    key == KOVERAGE_PROMPT_PREVIEW or key == KOVERAGE_COMPLETION_PREVIEW
-                ):
-                    new_value = self._redact_preview(value, counts)
-                else:
-                    new_value = _redact_value(value, counts)
-            elif (value_type is tuple or value_type is list) and value:
+                if value in _KNOWN_CLEAN or (previews and key in _PREVIEW_KEYS):
+                    continue
+                new_value = _redact_value(value, counts)
+            elif value_type in _SEQUENCE_TYPES:
+                if _KNOWN_CLEAN.issuperset(value):
+                    continue
                 new_value = _redact_sequence(value, counts)
             else:
                 continue
@@ -198,8 +211,9 @@ class RedactingSpanProcessor(SpanProcessor):
             return text
         return redacted[:limit]
 
-    def _redact_events(self, events: Sequence[Event], counts: dict[str, int]):
+    def _redact_events(self, span: ReadableSpan, counts: dict[str, int]):
         # Returns a new tuple of events, or None when none needed changing.
+        events = _events_of(span)
         if not events:
             return None
         changed = False
@@ -258,17 +272,19 @@ class CountingSpanExporter(SpanExporter):
 
 class _RedactedSpan(ReadableSpan):
     # A copy of an ended span with redacted attributes, events and status.
-    # The drop counts of the original are kept: the copy holds plain
-    # containers, whose own counts would read 0.
+    # Drop counts are read from the original (kept as `_original`): the copy
+    # holds plain containers, whose own counts would read 0. The original
+    # holds only what the caller's own `Span` object still holds.
 
     def __init__(self, original: ReadableSpan, *, attributes, events, status) -> None:
+        # The general copy, through the public properties of any ReadableSpan.
         super().__init__(
             name=original.name,
             context=original.context,
             parent=original.parent,
             resource=original.resource,
             attributes=attributes,
-            events=events,
+            events=original.events if events is None else events,
             links=original.links,
             kind=original.kind,
             status=status,
@@ -276,23 +292,44 @@ class _RedactedSpan(ReadableSpan):
             end_time=original.end_time,
             instrumentation_scope=original.instrumentation_scope,
         )
-        self._original_drops = (
-            original.dropped_attributes,
-            original.dropped_events,
-            original.dropped_links,
-        )
+        self._original = original
+
+    @classmethod
+    def copy_of(
+        cls, original: ReadableSpan, *, attributes: dict, events, status
+    ) -> "_RedactedSpan":
+        """Copies `original`, replacing attributes, events (unless None), status.
+
+        The SDK hands `on_end` a plain `ReadableSpan` whose fields all live in
+        its instance dict, so that dict is copied in one C call and three
+        fields are replaced, at a fraction of the cost of `__init__`, which
+        reads every property again (events and links through the SDK's
+        locked `BoundedList`). Any other kind of span takes the general copy.
+        """
+        if type(original) is not ReadableSpan:
+            return cls(original, attributes=attributes, events=events, status=status)
+
+        copy = cls.__new__(cls)
+        fields = copy.__dict__
+        fields.update(original.__dict__)
+        fields["_attributes"] = attributes
+        if events is not None:
+            fields["_events"] = events
+        fields["_status"] = status
+        fields["_original"] = original
+        return copy
 
     @property
     def dropped_attributes(self) -> int:
-        return self._original_drops[0]
+        return self._original.dropped_attributes
 
     @property
     def dropped_events(self) -> int:
-        return self._original_drops[1]
+        return self._original.dropped_events
 
     @property
     def dropped_links(self) -> int:
-        return self._original_drops[2]
+        return self._original.dropped_links
 
 
 def _plain_attributes(span: ReadableSpan) -> dict:
@@ -305,30 +342,43 @@ def _plain_attributes(span: ReadableSpan) -> dict:
     return dict(span.attributes or {})
 
 
+def _events_of(span: ReadableSpan) -> Sequence[Event]:
+    # The SDK's ended span keeps its events in a BoundedList, whose Python
+    # `__len__` and locked `__iter__` cost more than the redaction of a span
+    # without events; its inner deque is read directly when present
+    # (opentelemetry-sdk 1.45). Nothing appends to an ended span's events.
+    events = span._events
+    inner = getattr(events, "_dq", None)
+    if inner is not None:
+        return inner
+    return span.events
+
+
 def _redact_value(value: str, counts: dict[str, int]) -> str:
-    if len(value) <= _CACHED_VALUE_MAX_CHARS:
-        new_value, found = _redact_cached(value)
-    else:
-        new_value, found = redact(value)
+    new_value, found = redact(value)
     if found:
         _add_counts(counts, found)
+    elif len(value) <= _KNOWN_CLEAN_MAX_CHARS:
+        if len(_KNOWN_CLEAN) >= _KNOWN_CLEAN_VALUES:
+            _KNOWN_CLEAN.clear()  # a crude bound; the common values return
+        _KNOWN_CLEAN.add(value)
     return new_value
-
-
-@functools.lru_cache(maxsize=_CACHED_VALUES)
-def _redact_cached(value: str) -> tuple[str, dict[str, int]]:
-    # Callers only read the counts, so sharing the dict is safe.
-    return redact(value)
 
 
 def _redact_sequence(values: Sequence, counts: dict[str, int]):
     # Returns a tuple with redacted strings, or `values` itself if unchanged.
     if type(values[0]) is not str:
         return values
-    result = [_redact_value(item, counts) for item in values]
-    if all(new is old for new, old in zip(result, values, strict=True)):
-        return values
-    return tuple(result)
+    result: list | None = None
+    for index, item in enumerate(values):
+        if type(item) is not str or item in _KNOWN_CLEAN:
+            continue
+        new_item = _redact_value(item, counts)
+        if new_item is not item:
+            if result is None:
+                result = list(values)
+            result[index] = new_item
+    return values if result is None else tuple(result)
 
 
 def _add_counts(counts: dict[str, int], found: dict[str, int]) -> None:

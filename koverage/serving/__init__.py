@@ -7,6 +7,7 @@ from koverage.serving._auth import (
     set_current_tenant,
 )
 from koverage.serving._client import connect, outgoing_metadata
+from koverage.serving._runner import EVENT_LOOPS, loop_factory, run
 from koverage.serving._server import MeshServer
 from koverage.serving._tracing import (
     extract_context,
@@ -17,13 +18,16 @@ from koverage.serving._tracing import (
 
 __all__ = [
     "DEFAULT_TENANT",
+    "EVENT_LOOPS",
     "ApiKeyAuthenticator",
     "MeshServer",
     "connect",
     "current_tenant",
     "extract_context",
     "inject_context",
+    "loop_factory",
     "outgoing_metadata",
+    "run",
     "set_current_tenant",
     "setup_metrics",
     "setup_tracing",

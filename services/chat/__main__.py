@@ -3,7 +3,7 @@
 import asyncio
 
 from koverage.logs import configure_logging
-from koverage.serving import setup_tracing
+from koverage.serving import run, setup_tracing
 from koverage.settings import Settings
 from services.chat._app import build_server, migrate_database
 
@@ -19,4 +19,4 @@ async def _main() -> None:
 
 
 if __name__ == "__main__":
-    asyncio.run(_main())
+    run(_main)

@@ -1,9 +1,7 @@
 """Runs the ingest service: `python -m services.ingest`."""
 
-import asyncio
-
 from koverage.logs import configure_logging
-from koverage.serving import setup_tracing
+from koverage.serving import run, setup_tracing
 from koverage.settings import Settings
 from services.ingest._app import build_server
 
@@ -20,4 +18,4 @@ async def _main() -> None:
 
 
 if __name__ == "__main__":
-    asyncio.run(_main())
+    run(_main)

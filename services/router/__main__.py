@@ -1,10 +1,9 @@
 """Runs the router service: `python -m services.router`."""
 
-import asyncio
 import gc
 
 from koverage.logs import configure_logging
-from koverage.serving import setup_metrics, setup_tracing
+from koverage.serving import run, setup_metrics, setup_tracing
 from koverage.settings import Settings
 from services.router._app import build_server
 
@@ -26,4 +25,4 @@ async def _main() -> None:
 
 
 if __name__ == "__main__":
-    asyncio.run(_main())
+    run(_main)

@@ -54,7 +54,8 @@ def build_server(settings: Settings, router: Router | None = None) -> MeshServer
     """The router's MeshServer, not yet started."""
     router = router or build_router(settings)
     server = MeshServer("router", settings, settings.router_address)
-    router_pb2_grpc.add_RouterServiceServicer_to_server(RouterServicer(router), server.grpc)
+    servicer = RouterServicer(router, coalesce_deltas=settings.router_coalesce_deltas)
+    router_pb2_grpc.add_RouterServiceServicer_to_server(servicer, server.grpc)
     server.expose(router_pb2.DESCRIPTOR.services_by_name["RouterService"])
 
     async def close_providers() -> None:

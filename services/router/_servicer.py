@@ -1,6 +1,9 @@
 """RouterService over gRPC: wire format in, Router events out."""
 
+import asyncio
+import contextlib
 import logging
+from collections.abc import AsyncIterator
 
 from koverage.router.v1 import router_pb2, router_pb2_grpc
 from koverage.serving import current_tenant
@@ -28,8 +31,16 @@ _STATUSES = {
 class RouterServicer(router_pb2_grpc.RouterServiceServicer):
     """Translates RouterService calls to the Router engine."""
 
-    def __init__(self, router: Router) -> None:
+    def __init__(self, router: Router, *, coalesce_deltas: bool = False) -> None:
+        """A servicer over `router`.
+
+        Args:
+            router: The engine.
+            coalesce_deltas: Send the text of deltas that are ready at the
+                same moment as one message (see `coalesce_deltas`).
+        """
         self._router = router
+        self._coalesce_deltas = coalesce_deltas
 
     async def Generate(self, request: router_pb2.GenerateRequest, context):
         params = GenerateParams(
@@ -48,7 +59,10 @@ class RouterServicer(router_pb2_grpc.RouterServiceServicer):
             fallback_models=tuple(request.fallback_models),
             tenant=current_tenant(),
         )
-        async for event in self._router.generate(params, deadline_s=context.time_remaining()):
+        events = self._router.generate(params, deadline_s=context.time_remaining())
+        if self._coalesce_deltas:
+            events = coalesce_deltas(events)
+        async for event in events:
             if isinstance(event, Delta):
                 yield router_pb2.GenerateResponse(
                     delta=router_pb2.TextDelta(text=event.text, index=event.index)
@@ -75,6 +89,72 @@ class RouterServicer(router_pb2_grpc.RouterServiceServicer):
                 for e in self._router.catalog
             ]
         )
+
+
+async def coalesce_deltas(
+    events: AsyncIterator[Delta | Summary],
+) -> AsyncIterator[Delta | Summary]:
+    """Re-yields `events`, joining deltas that are ready at the same moment.
+
+    The engine's stream is read by a task of its own into a buffer. Each time
+    the caller asks for the next event, every delta buffered by then goes out
+    as one delta, numbered from 0 in the order sent (so `index` stays the
+    position of the message in the stream). While the caller keeps up, this
+    is one delta per provider chunk, as without coalescing; when it falls
+    behind (a slow network write, a busy event loop), the backlog goes out as
+    one message instead of many, which is what lets the stream catch up:
+    each gRPC message costs far more CPU than its text. The summary and
+    errors are passed on in order. Closing the returned generator (the call
+    was cancelled) cancels the reading task, which closes the engine's
+    stream and so the upstream provider call.
+    """
+    buffer: list[Delta | Summary] = []
+    ended: list[BaseException | None] = []  # the reader's outcome, once done
+    ready = asyncio.Event()
+
+    async def read() -> None:
+        try:
+            async for event in events:
+                buffer.append(event)
+                ready.set()
+        except BaseException as exc:  # passed on to the caller below
+            ended.append(exc)
+            ready.set()
+            if isinstance(exc, asyncio.CancelledError):
+                raise
+            return
+        ended.append(None)
+        ready.set()
+
+    reader = asyncio.create_task(read())
+    index = 0
+    try:
+        while True:
+            await ready.wait()
+            ready.clear()
+            pending, buffer[:] = list(buffer), []
+            texts: list[str] = []
+            for event in pending:
+                if isinstance(event, Delta):
+                    texts.append(event.text)
+                    continue
+                if texts:
+                    yield Delta("".join(texts), index)
+                    index += 1
+                    texts = []
+                yield event
+            if texts:
+                yield Delta("".join(texts), index)
+                index += 1
+            if ended and not buffer:
+                if ended[0] is not None:
+                    raise ended[0]
+                return
+    finally:
+        if not reader.done():
+            reader.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await reader
 
 
 def summary_to_proto(summary: Summary) -> router_pb2.GenerationSummary:

@@ -1,9 +1,7 @@
 """Runs the underwriter service: `python -m services.underwriter`."""
 
-import asyncio
-
 from koverage.logs import configure_logging
-from koverage.serving import setup_tracing
+from koverage.serving import run, setup_tracing
 from koverage.settings import Settings
 from services.underwriter._app import build_server
 
@@ -20,4 +18,4 @@ async def _main() -> None:
 
 
 if __name__ == "__main__":
-    asyncio.run(_main())
+    run(_main)

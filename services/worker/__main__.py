@@ -1,9 +1,7 @@
 """Runs the worker: `python -m services.worker`."""
 
-import asyncio
-
 from koverage.logs import configure_logging
-from koverage.serving import setup_tracing
+from koverage.serving import run, setup_tracing
 from koverage.settings import Settings
 from services.worker._app import build_worker
 from services.worker.dashboard import start_dashboard
@@ -36,4 +34,4 @@ async def _main() -> None:
 
 
 if __name__ == "__main__":
-    asyncio.run(_main())
+    run(_main)

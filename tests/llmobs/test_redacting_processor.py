@@ -3,7 +3,7 @@
 import json
 
 import pytest
-from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace import SpanLimits, TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import (
     InMemorySpanExporter,
@@ -185,3 +185,72 @@ def test_preview_limit_is_validated():
         RedactingSpanProcessor(
             SimpleSpanProcessor(InMemorySpanExporter()), preview_max_chars=0
         )
+
+
+def test_redacted_copy_keeps_the_drop_counts_of_the_original():
+    exporter = InMemorySpanExporter()
+    provider = TracerProvider(span_limits=SpanLimits(max_attributes=4, max_events=1))
+    provider.add_span_processor(RedactingSpanProcessor(SimpleSpanProcessor(exporter)))
+    tracer = provider.get_tracer("test")
+
+    span = start_llm_span(tracer, "chat", "simulator", "sim-small")
+    for index in range(6):
+        span.set_attribute(f"app.note_{index}", f"mail {index}@example.org")
+    span.add_event("first", {"note": "call +1-415-555-0134"})
+    span.add_event("second", {"note": "call +1-415-555-0135"})
+    span.end()
+
+    (exported,) = exporter.get_finished_spans()
+    assert isinstance(exported, _processor._RedactedSpan)
+    assert exported.dropped_attributes == span.dropped_attributes > 0
+    assert exported.dropped_events == 1
+    assert exported.events[0].attributes["note"] == "call [PHONE]"
+    assert all("@" not in str(value) for value in exported.attributes.values())
+    provider.shutdown()
+
+
+def test_clean_short_values_are_scanned_once_and_dirty_ones_every_time(
+    pipeline, monkeypatch
+):
+    tracer, exporter, _ = pipeline
+    scanned = []
+    real_redact = _processor.redact
+
+    def recording_redact(text):
+        scanned.append(text)
+        return real_redact(text)
+
+    monkeypatch.setattr(_processor, "redact", recording_redact)
+    clean = "tenant-7f3e-unique-to-this-test"
+    dirty = "reach me at zoe@example.net"
+
+    for _ in range(3):
+        span = start_llm_span(tracer, "chat", "simulator", "sim-small")
+        span.set_attribute("app.tenant", clean)
+        span.set_attribute("app.note", dirty)
+        span.set_attribute("app.tags", (clean, "x"))
+        span.end()
+
+    assert scanned.count(clean) == 1
+    assert scanned.count(dirty) == 3
+    for exported in exporter.get_finished_spans():
+        assert exported.attributes["app.tenant"] == clean
+        assert exported.attributes["app.note"] == "reach me at [EMAIL]"
+        assert exported.attributes["app.tags"] == (clean, "x")
+
+
+def test_a_value_shared_by_a_preview_and_another_attribute_is_redacted_in_both(
+    pipeline,
+):
+    tracer, exporter, _ = pipeline
+    text = "write to ana@example.org"
+
+    span = start_llm_span(tracer, "chat", "simulator", "sim-small")
+    span.set_attribute(KOVERAGE_PROMPT_PREVIEW, text)
+    span.set_attribute("app.last_user_message", text)
+    span.end()
+
+    attributes = exporter.get_finished_spans()[0].attributes
+    assert attributes[KOVERAGE_PROMPT_PREVIEW] == "write to [EMAIL]"
+    assert attributes["app.last_user_message"] == "write to [EMAIL]"
+    assert json.loads(attributes[KOVERAGE_REDACTION_COUNTS]) == {"email": 2}

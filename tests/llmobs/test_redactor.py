@@ -29,6 +29,11 @@ from koverage.llmobs import contains_pii, iban_valid, luhn_valid, redact
         ("AKIAIOSFODNN7EXAMPLE", "credential", "[CREDENTIAL]"),
         ("ghp_" + "a1B2c3D4e5" * 4, "credential", "[CREDENTIAL]"),
         ("Bearer abcDEF123456ghiJKL789", "credential", "[CREDENTIAL]"),
+        ("xoxb-1234567890-abcdefghij", "credential", "[CREDENTIAL]"),
+        ("ASIAIOSFODNN7EXAMPLE", "credential", "[CREDENTIAL]"),
+        ("AIza" + "Sy0123456789abcdefghijklmnopqrstuvw", "credential", "[CREDENTIAL]"),
+        ("github_pat_" + "11ABCDEFG0" * 3, "credential", "[CREDENTIAL]"),
+        ("::1", "ip", "[IP]"),
         (
             "eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiIxMjM0NTY3ODkwIn0.dozjgNryP4J3jVmNHl0w5N_XgL0n3I9PlFUP0THsR8U",
             "credential",
@@ -105,6 +110,31 @@ def test_redact_finds_a_card_followed_by_another_number():
 
     assert redacted == "paid with [CARD] 555 times"
     assert counts == {"card": 1}
+
+
+@pytest.mark.parametrize(
+    "prefix",
+    ["Grüße aus Köln, ", "日本語のテキスト、", "emoji 🙂🙂 then ", "\u00ff\u0100 "],
+)
+def test_redact_keeps_offsets_after_non_ascii_text(prefix):
+    # Candidates are located on a one-byte-per-character copy of the text;
+    # characters past U+00FF must not shift what is replaced.
+    text = f"{prefix}mail ana@example.org or call +1-415-555-0134 (ref 12:30)"
+
+    redacted, counts = redact(text)
+
+    assert redacted == f"{prefix}mail [EMAIL] or call [PHONE] (ref 12:30)"
+    assert counts == {"email": 1, "phone": 1}
+
+
+def test_redact_finds_values_after_long_runs_of_other_triggers():
+    # Digits, colons and parentheses that start nothing must not hide a value
+    # that follows them.
+    noise = "12:30 (x) 2024 + 7 : " * 20
+    redacted, counts = redact(noise + "ana@example.org " + noise)
+
+    assert redacted == noise + "[EMAIL] " + noise
+    assert counts == {"email": 1}
 
 
 def test_redact_handles_empty_text():

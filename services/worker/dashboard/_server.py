@@ -151,9 +151,10 @@ async def start_dashboard(
             template without `{trace_id}`, an unparsable address).
         OSError: the port cannot be bound.
     """
-    default_host, default_port = _split_address(settings.dashboard_address)
-    host = default_host if host is None else host
-    port = default_port if port is None else port
+    if host is None or port is None:
+        default_host, default_port = _split_address(settings.dashboard_address)
+        host = default_host if host is None else host
+        port = default_port if port is None else port
     if trace_url_template and "{trace_id}" not in trace_url_template:
         raise ValueError(
             f"trace_url_template={trace_url_template!r} must contain {{trace_id}}"
