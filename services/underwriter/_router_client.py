@@ -49,6 +49,7 @@ class RouterGenerate:
         started = time.perf_counter()
         texts: list[str] = []
         ttft_ms = 0.0
+        summary = None
         try:
             async for event in self._stub.Generate(request, timeout=self._timeout_s):
                 if event.HasField("delta"):
@@ -59,10 +60,20 @@ class RouterGenerate:
                     summary = event.summary
         except grpc.aio.AioRpcError as exc:
             return Answer(error=f"{exc.code().name}: {exc.details()}")
+        if summary is None:
+            return Answer(error="the router closed the stream without a summary")
+        # Cost and timings come from the router's final event, so they are
+        # the same figures Beacon records for the call; the client's own
+        # clock is the fallback for a summary without them.
+        latency_ms = summary.duration.ToNanoseconds() / 1e6 or (
+            (time.perf_counter() - started) * 1000
+        )
+        if summary.HasField("time_to_first_token"):
+            ttft_ms = summary.time_to_first_token.ToNanoseconds() / 1e6
         return Answer(
             text="".join(texts),
             cost_usd=summary.cost_usd or "0",
-            latency_ms=(time.perf_counter() - started) * 1000,
+            latency_ms=latency_ms,
             ttft_ms=ttft_ms,
             refused=summary.status == router_pb2.GENERATION_STATUS_REFUSED,
         )
