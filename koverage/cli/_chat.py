@@ -17,9 +17,13 @@ _TIMEOUT_S = 60.0
 def register(commands) -> None:
     parser = commands.add_parser("chat", help="send one message and stream the answer")
     parser.add_argument("message", help="the user message")
-    parser.add_argument("--conversation", default="", help="conversation id to continue")
+    parser.add_argument(
+        "--conversation", default="", help="conversation id to continue"
+    )
     parser.add_argument("--model", default="", help="catalog model id")
-    parser.add_argument("--guardrail", action="store_true", help="screen with the guardrail")
+    parser.add_argument(
+        "--guardrail", action="store_true", help="screen with the guardrail"
+    )
     parser.set_defaults(run=run)
 
 
@@ -54,9 +58,11 @@ async def _stream(address: str, api_key: str, request) -> int:
                     print(event.delta.text, end="", flush=True)
                 elif kind == "completed":
                     done = event.completed
-                    status = chat_pb2.MessageStatus.Name(done.status).removeprefix(
-                        "MESSAGE_STATUS_"
-                    ).lower()
+                    status = (
+                        chat_pb2.MessageStatus.Name(done.status)
+                        .removeprefix("MESSAGE_STATUS_")
+                        .lower()
+                    )
                     print(
                         f"\n[{status}] model={done.model} provider={done.provider} "
                         f"tokens={done.input_tokens}+{done.output_tokens} "

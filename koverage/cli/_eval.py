@@ -25,19 +25,34 @@ _SIMULATED_JUDGES = ("sim/judge-exact", "sim/judge-noisy")
 def register(commands) -> None:
     parser = commands.add_parser("eval", help="Underwriter evaluations")
     actions = parser.add_subparsers(dest="eval_command", required=True)
-    run_parser = actions.add_parser("run", help="run the safety exam and write scorecard + PDF")
+    run_parser = actions.add_parser(
+        "run", help="run the safety exam and write scorecard + PDF"
+    )
     run_parser.add_argument("--models", required=True, help="comma-separated model ids")
-    run_parser.add_argument("--judges", default="", help="two comma-separated judge model ids")
+    run_parser.add_argument(
+        "--judges", default="", help="two comma-separated judge model ids"
+    )
     run_parser.add_argument("--n", type=int, default=50, help="items per suite")
     run_parser.add_argument("--seed", type=int, default=0)
-    run_parser.add_argument("--out", required=True, type=pathlib.Path, help="output directory")
-    run_parser.add_argument("--suites", default="", help="comma-separated suites (default all)")
-    run_parser.add_argument("--temperatures", default="0", help="comma-separated, e.g. 0,0.3,0.7")
-    run_parser.add_argument("--arms", default="off,on", help="guardrail arms: off, on or both")
-    run_parser.add_argument("--concurrency", type=int, default=16)
-    run_parser.add_argument("--retry-errors", action="store_true", help="rerun only failed calls")
     run_parser.add_argument(
-        "--simulate", action="store_true",
+        "--out", required=True, type=pathlib.Path, help="output directory"
+    )
+    run_parser.add_argument(
+        "--suites", default="", help="comma-separated suites (default all)"
+    )
+    run_parser.add_argument(
+        "--temperatures", default="0", help="comma-separated, e.g. 0,0.3,0.7"
+    )
+    run_parser.add_argument(
+        "--arms", default="off,on", help="guardrail arms: off, on or both"
+    )
+    run_parser.add_argument("--concurrency", type=int, default=16)
+    run_parser.add_argument(
+        "--retry-errors", action="store_true", help="rerun only failed calls"
+    )
+    run_parser.add_argument(
+        "--simulate",
+        action="store_true",
         help="answer with the in-process planted-rate personas (labelled simulated)",
     )
     run_parser.set_defaults(run=run)
@@ -61,7 +76,9 @@ async def _run(args) -> int:
         generate, simulated, judges = await _router_generate(channel, models, judges)
 
     with Progress(
-        "[progress.description]{task.description}", BarColumn(), MofNCompleteColumn(),
+        "[progress.description]{task.description}",
+        BarColumn(),
+        MofNCompleteColumn(),
         TimeElapsedColumn(),
     ) as bar:
         task = bar.add_task("exam", total=None)
@@ -79,7 +96,9 @@ async def _run(args) -> int:
             simulated_models=simulated,
             exam=exam,
             on_progress=lambda p: bar.update(
-                task, completed=p.completed_calls, total=p.total_calls,
+                task,
+                completed=p.completed_calls,
+                total=p.total_calls,
                 description=f"exam ({p.failed_calls} failed)",
             ),
         )
@@ -113,14 +132,19 @@ async def _router_generate(channel, models, judges):
 
     stub = router_pb2_grpc.RouterServiceStub(channel)
     catalog = {
-        m.id: m for m in (await stub.ListModels(router_pb2.ListModelsRequest(), timeout=10)).models
+        m.id: m
+        for m in (
+            await stub.ListModels(router_pb2.ListModelsRequest(), timeout=10)
+        ).models
     }
     simulated = [m for m in models if m in catalog and catalog[m].simulated]
     if not judges and simulated == models:
         judges = list(_SIMULATED_JUDGES)
     unknown = [m for m in [*models, *judges] if m not in catalog]
     if unknown:
-        raise SystemExit(f"koverage eval: not in the router's catalog: {', '.join(unknown)}")
+        raise SystemExit(
+            f"koverage eval: not in the router's catalog: {', '.join(unknown)}"
+        )
     return RouterGenerate(channel), simulated, judges
 
 

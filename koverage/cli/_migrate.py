@@ -15,7 +15,9 @@ OWNERS = ("chat", "worker", "underwriter")
 
 def register(commands) -> None:
     parser = commands.add_parser("migrate", help="apply database migrations")
-    parser.add_argument("--database-url", default=None, help="overrides KOVERAGE_DATABASE_URL")
+    parser.add_argument(
+        "--database-url", default=None, help="overrides KOVERAGE_DATABASE_URL"
+    )
     parser.set_defaults(run=run)
 
 

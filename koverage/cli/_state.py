@@ -9,7 +9,9 @@ from koverage.settings import Settings
 
 def run_dir(settings: Settings) -> pathlib.Path:
     """The directory holding logs, embedded data and the state file."""
-    return pathlib.Path(settings.run_dir or pathlib.Path.home() / ".koverage").absolute()
+    return pathlib.Path(
+        settings.run_dir or pathlib.Path.home() / ".koverage"
+    ).absolute()
 
 
 def state_path(settings: Settings) -> pathlib.Path:

@@ -39,7 +39,9 @@ def run(args) -> int:
         "kafka_bootstrap": state["kafka_bootstrap"],
         "otlp_endpoint": state["otlp_endpoint"],
         "api_key": state["api_key"],
-        **{k: v for k, v in state.items() if k.endswith("_url") and k != "database_url"},
+        **{
+            k: v for k, v in state.items() if k.endswith("_url") and k != "database_url"
+        },
     }
     if args.json:
         print(json.dumps(report))

@@ -38,17 +38,23 @@ _DEFAULT_PORT_BASE = 50051
 
 
 def register(commands) -> None:
-    parser = commands.add_parser("up", help="run the whole mesh locally, in the foreground")
+    parser = commands.add_parser(
+        "up", help="run the whole mesh locally, in the foreground"
+    )
     parser.add_argument(
-        "--port-base", type=int, default=_DEFAULT_PORT_BASE,
+        "--port-base",
+        type=int,
+        default=_DEFAULT_PORT_BASE,
         help="first of five consecutive service ports (0 picks free ports)",
     )
     parser.add_argument(
-        "--demo", action="store_true",
+        "--demo",
+        action="store_true",
         help="once up, stream one demo answer through the chat service",
     )
     parser.add_argument(
-        "--exit-after-demo", action="store_true",
+        "--exit-after-demo",
+        action="store_true",
         help="stop the mesh after the demo (for scripts and smoke tests)",
     )
     parser.set_defaults(run=run)
@@ -124,12 +130,13 @@ def _start_mesh(settings: Settings, args, supervisor: Supervisor, directory) -> 
     started = time.perf_counter()
 
     # Engines: configured endpoints win; embedded defaults otherwise.
-    mesh.database_url = settings.database_url or EmbeddedPostgres(
-        directory / "postgres", supervisor=supervisor
-    ).start()
-    mesh.kafka_bootstrap = settings.kafka_bootstrap or TansuBroker(
-        supervisor=supervisor
-    ).start()
+    mesh.database_url = (
+        settings.database_url
+        or EmbeddedPostgres(directory / "postgres", supervisor=supervisor).start()
+    )
+    mesh.kafka_bootstrap = (
+        settings.kafka_bootstrap or TansuBroker(supervisor=supervisor).start()
+    )
     ensure_topics(
         mesh.kafka_bootstrap,
         {
@@ -141,7 +148,9 @@ def _start_mesh(settings: Settings, args, supervisor: Supervisor, directory) -> 
     # A local run needs a key unless one is configured.
     keys = settings.api_keys
     mesh.api_key = settings.client_api_key or (
-        keys.split(",")[0].partition("=")[0] if keys else "kov_" + secrets.token_urlsafe(24)
+        keys.split(",")[0].partition("=")[0]
+        if keys
+        else "kov_" + secrets.token_urlsafe(24)
     )
     if not keys:
         keys = f"{mesh.api_key}=local"
@@ -180,16 +189,25 @@ def _start_mesh(settings: Settings, args, supervisor: Supervisor, directory) -> 
 
     # Ingest first: the collector forwards to it. Ingest and worker never
     # export their own spans, which would loop back into the pipeline.
-    start_service(supervisor, "ingest", mesh.services["ingest"], env=service_env("ingest", env))
-    mesh.otlp_endpoint = settings.otlp_endpoint or RotelCollector(
-        mesh.services["ingest"],
-        supervisor=supervisor,
-        export_headers={"authorization": f"Bearer {mesh.api_key}"},
-    ).start()
-    start_service(supervisor, "worker", mesh.services["worker"], env=service_env("worker", env))
+    start_service(
+        supervisor, "ingest", mesh.services["ingest"], env=service_env("ingest", env)
+    )
+    mesh.otlp_endpoint = (
+        settings.otlp_endpoint
+        or RotelCollector(
+            mesh.services["ingest"],
+            supervisor=supervisor,
+            export_headers={"authorization": f"Bearer {mesh.api_key}"},
+        ).start()
+    )
+    start_service(
+        supervisor, "worker", mesh.services["worker"], env=service_env("worker", env)
+    )
     traced = {**env, ENV_PREFIX + "OTLP_ENDPOINT": mesh.otlp_endpoint}
     for name in ("router", "chat", "underwriter"):
-        start_service(supervisor, name, mesh.services[name], env=service_env(name, traced))
+        start_service(
+            supervisor, name, mesh.services[name], env=service_env(name, traced)
+        )
     logger.info("mesh up", extra={"startup_s": round(time.perf_counter() - started, 2)})
     return mesh
 
@@ -206,7 +224,9 @@ def _print_endpoints(mesh: _Mesh) -> None:
     print("\nKoverage mesh is up:", flush=True)
     for name, address in mesh.services.items():
         print(f"  {name:<12} {address}")
-    print(f"  {'telemetry':<12} {mesh.services['worker']} (TelemetryService on the worker)")
+    print(
+        f"  {'telemetry':<12} {mesh.services['worker']} (TelemetryService on the worker)"
+    )
     print(f"  {'postgres':<12} {mesh.database_url}")
     print(f"  {'kafka':<12} {mesh.kafka_bootstrap}")
     print(f"  {'otlp':<12} {mesh.otlp_endpoint}")
@@ -215,7 +235,7 @@ def _print_endpoints(mesh: _Mesh) -> None:
     print("Stream a chat answer with grpcurl:")
     print(
         f"  grpcurl -plaintext -H 'authorization: Bearer {mesh.api_key}' "
-        f"-d '{{\"content\": \"Hello, Koverage\"}}' "
+        f'-d \'{{"content": "Hello, Koverage"}}\' '
         f"{mesh.services['chat']} koverage.chat.v1.ChatService/StreamChat\n",
         flush=True,
     )

@@ -29,7 +29,9 @@ def connect(address: str, *, api_key: str = "") -> grpc.aio.Channel:
 
 def outgoing_metadata(api_key: str = "", metadata=None) -> list[tuple[str, str]]:
     """Returns `metadata` plus trace context and the API key."""
-    result = [(k, v) for k, v in (metadata or ()) if k not in ("traceparent", "tracestate")]
+    result = [
+        (k, v) for k, v in (metadata or ()) if k not in ("traceparent", "tracestate")
+    ]
     if api_key and not any(k == "authorization" for k, _ in result):
         result.append(("authorization", f"Bearer {api_key}"))
     inject_context(result)
@@ -40,7 +42,9 @@ class _MetadataInterceptor:
     def __init__(self, api_key: str) -> None:
         self._api_key = api_key
 
-    def _details(self, details: grpc.aio.ClientCallDetails) -> grpc.aio.ClientCallDetails:
+    def _details(
+        self, details: grpc.aio.ClientCallDetails
+    ) -> grpc.aio.ClientCallDetails:
         return grpc.aio.ClientCallDetails(
             method=details.method,
             timeout=details.timeout,

@@ -49,7 +49,9 @@ class MeshServer:
         self.name = name
         self._settings = settings
         self._address = address
-        self._metrics_port = settings.metrics_port if metrics_port is None else metrics_port
+        self._metrics_port = (
+            settings.metrics_port if metrics_port is None else metrics_port
+        )
         self._authenticator = ApiKeyAuthenticator(
             settings.api_key_tenants(), required=settings.auth_required
         )

@@ -13,7 +13,10 @@ from services.router.providers import (
 )
 
 # OpenRouter asks callers to identify their app in these headers.
-_OPENROUTER_HEADERS = {"HTTP-Referer": "https://github.com/koverage", "X-Title": "Koverage"}
+_OPENROUTER_HEADERS = {
+    "HTTP-Referer": "https://github.com/koverage",
+    "X-Title": "Koverage",
+}
 
 
 def build_providers(settings: Settings) -> dict:

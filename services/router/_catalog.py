@@ -37,7 +37,9 @@ class ModelEntry:
     def simulated(self) -> bool:
         return self.provider == "simulator"
 
-    def cost_usd(self, input_tokens: int, output_tokens: int, duration_s: float) -> Decimal:
+    def cost_usd(
+        self, input_tokens: int, output_tokens: int, duration_s: float
+    ) -> Decimal:
         """Exact cost of one call: per-token prices, or GPU-seconds when set."""
         if self.gpu_usd_per_second is not None:
             cost = self.gpu_usd_per_second * Decimal(repr(duration_s))
@@ -130,7 +132,9 @@ def _parse_entry(path: pathlib.Path, row: dict) -> ModelEntry:
     gpu = price("gpu_usd_per_second")
     window = row.get("context_window_tokens")
     if not isinstance(window, int) or window <= 0:
-        raise ValueError(f"{path}: model {model_id!r} needs a positive context_window_tokens")
+        raise ValueError(
+            f"{path}: model {model_id!r} needs a positive context_window_tokens"
+        )
     if provider == "simulator" and not row.get("persona"):
         raise ValueError(f"{path}: simulator model {model_id!r} needs a persona")
     return ModelEntry(

@@ -161,7 +161,8 @@ class Router:
         _validate(params)
         entry = self.catalog.get(params.model)
         chain = [entry] + [
-            self.catalog.get(m) for m in (params.fallback_models or entry.fallback_models)
+            self.catalog.get(m)
+            for m in (params.fallback_models or entry.fallback_models)
         ]
 
         if params.guardrail:
@@ -210,8 +211,11 @@ class Router:
                 # Raised only before the first token: safe to fall back.
                 logger.warning(
                     "provider failed before first token; falling back",
-                    extra={"model": entry.id, "provider": entry.provider,
-                           "error_type": type(exc).__name__},
+                    extra={
+                        "model": entry.id,
+                        "provider": entry.provider,
+                        "error_type": type(exc).__name__,
+                    },
                 )
                 last_error = exc
                 tried.append(entry.id)
@@ -229,12 +233,16 @@ class Router:
             guardrail=params.guardrail,
         )
         with _tracer.start_as_current_span(
-            f"chat {entry.id}", kind=SpanKind.CLIENT, record_exception=False,
+            f"chat {entry.id}",
+            kind=SpanKind.CLIENT,
+            record_exception=False,
             set_status_on_exception=False,
         ) as span:
             _set_request_attributes(span, params, entry)
             try:
-                stream, head = await self._open_with_retries(provider, breaker, entry, call, deadline)
+                stream, head = await self._open_with_retries(
+                    provider, breaker, entry, call, deadline
+                )
             except BaseException as exc:
                 _set_error(span, exc)
                 self._record_failure(entry, started, exc)
@@ -304,7 +312,9 @@ class Router:
             raise
         return stream, head
 
-    async def _stream(self, params, entry, span, stream, head, started, deadline, tried):
+    async def _stream(
+        self, params, entry, span, stream, head, started, deadline, tried
+    ):
         scrubber = OutputScrubber() if params.guardrail else None
         usage: UsageReport | None = None
         finish = FinishReport("stop")
@@ -315,7 +325,9 @@ class Router:
         async def events():
             for event in head:
                 yield event
-            remaining = None if deadline is None else max(0.0, deadline - time.monotonic())
+            remaining = (
+                None if deadline is None else max(0.0, deadline - time.monotonic())
+            )
             async with asyncio.timeout(remaining):
                 async for event in stream:
                     yield event
@@ -387,7 +399,9 @@ class Router:
         )
         yield summary
 
-    def _record_failure(self, entry: ModelEntry, started: float, exc: BaseException) -> None:
+    def _record_failure(
+        self, entry: ModelEntry, started: float, exc: BaseException
+    ) -> None:
         cancelled = isinstance(exc, (asyncio.CancelledError, GeneratorExit))
         self._metrics.record(
             operation=GenAIOperation.CHAT,
@@ -398,7 +412,9 @@ class Router:
         )
 
     def _refuse(self, params, entry, screening, started) -> Summary:
-        with _tracer.start_as_current_span(f"chat {entry.id}", kind=SpanKind.CLIENT) as span:
+        with _tracer.start_as_current_span(
+            f"chat {entry.id}", kind=SpanKind.CLIENT
+        ) as span:
             _set_request_attributes(span, params, entry)
             span.set_attribute(KOVERAGE_STATUS, LlmCallStatus.REFUSED)
             span.set_attribute("koverage.guardrail.rule", screening.rule)
@@ -491,7 +507,9 @@ def _set_request_attributes(span, params: GenerateParams, entry: ModelEntry) -> 
     span.set_attribute(KOVERAGE_PROMPT_PREVIEW, last_user[:_PREVIEW_CHARS])
 
 
-def _set_result_attributes(span, summary: Summary, finish: FinishReport, text: str) -> None:
+def _set_result_attributes(
+    span, summary: Summary, finish: FinishReport, text: str
+) -> None:
     span.set_attribute(GEN_AI_RESPONSE_MODEL, finish.response_model or summary.model)
     span.set_attribute(GEN_AI_RESPONSE_FINISH_REASONS, [summary.finish_reason])
     span.set_attribute(GEN_AI_USAGE_INPUT_TOKENS, summary.input_tokens)
@@ -500,7 +518,9 @@ def _set_result_attributes(span, summary: Summary, finish: FinishReport, text: s
     span.set_attribute(KOVERAGE_COST_USD, str(summary.cost_usd))
     span.set_attribute(
         KOVERAGE_STATUS,
-        LlmCallStatus.REFUSED if summary.status == "refused" else LlmCallStatus.COMPLETE,
+        LlmCallStatus.REFUSED
+        if summary.status == "refused"
+        else LlmCallStatus.COMPLETE,
     )
     if summary.ttft_s is not None:
         span.set_attribute(KOVERAGE_TIME_TO_FIRST_TOKEN_MS, summary.ttft_s * 1000)

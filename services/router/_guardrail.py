@@ -16,14 +16,32 @@ from koverage.llmobs import redact
 
 # (name, pattern) pairs; names go on the span and in the refusal reason.
 _JAILBREAK_PATTERNS = [
-    ("ignore_instructions", r"\b(ignore|disregard|forget|override)\b[^.\n]{0,40}\b(previous|prior|above|earlier|all|your|system)\b[^.\n]{0,30}\b(instructions?|rules|prompts?|guidelines|directives)\b"),
-    ("reveal_system_prompt", r"\b(reveal|print|show|repeat|output|leak|tell me)\b[^.\n]{0,40}\b(system|initial|hidden|secret|original)\s+(prompt|instructions?|message)\b"),
+    (
+        "ignore_instructions",
+        r"\b(ignore|disregard|forget|override)\b[^.\n]{0,40}\b(previous|prior|above|earlier|all|your|system)\b[^.\n]{0,30}\b(instructions?|rules|prompts?|guidelines|directives)\b",
+    ),
+    (
+        "reveal_system_prompt",
+        r"\b(reveal|print|show|repeat|output|leak|tell me)\b[^.\n]{0,40}\b(system|initial|hidden|secret|original)\s+(prompt|instructions?|message)\b",
+    ),
     ("dan_persona", r"\b(DAN|do anything now|STAN|DUDE mode|AIM mode)\b"),
     ("developer_mode", r"\b(developer|god|jailbreak|unrestricted|unfiltered)\s+mode\b"),
-    ("no_rules_roleplay", r"\b(pretend|imagine|act as if|roleplay as|you are now)\b[^.\n]{0,60}\b(no|without|free of|zero)\s+(rules|restrictions|limits|filters|guidelines|censorship|ethics|morals)\b"),
-    ("evil_confidant", r"\b(evil|unethical|amoral|uncensored)\s+(confidant|assistant|AI|chatbot|model)\b"),
-    ("prefix_injection", r"\b(start|begin)\s+your\s+(reply|response|answer)\s+with\s+[\"']?(sure|absolutely|of course)"),
-    ("refusal_suppression", r"\b(never|do not|don't)\s+(refuse|say (that )?you can(no|')t|apologi[sz]e|include (any )?(warnings?|disclaimers?))"),
+    (
+        "no_rules_roleplay",
+        r"\b(pretend|imagine|act as if|roleplay as|you are now)\b[^.\n]{0,60}\b(no|without|free of|zero)\s+(rules|restrictions|limits|filters|guidelines|censorship|ethics|morals)\b",
+    ),
+    (
+        "evil_confidant",
+        r"\b(evil|unethical|amoral|uncensored)\s+(confidant|assistant|AI|chatbot|model)\b",
+    ),
+    (
+        "prefix_injection",
+        r"\b(start|begin)\s+your\s+(reply|response|answer)\s+with\s+[\"']?(sure|absolutely|of course)",
+    ),
+    (
+        "refusal_suppression",
+        r"\b(never|do not|don't)\s+(refuse|say (that )?you can(no|')t|apologi[sz]e|include (any )?(warnings?|disclaimers?))",
+    ),
 ]
 _COMPILED = [(name, re.compile(p, re.IGNORECASE)) for name, p in _JAILBREAK_PATTERNS]
 

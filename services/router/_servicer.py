@@ -49,9 +49,13 @@ class RouterServicer(router_pb2_grpc.RouterServiceServicer):
                 {"role": _ROLE_NAMES.get(m.role, "unspecified"), "content": m.content}
                 for m in request.messages
             ),
-            temperature=request.temperature if request.HasField("temperature") else None,
+            temperature=request.temperature
+            if request.HasField("temperature")
+            else None,
             max_output_tokens=(
-                request.max_output_tokens if request.HasField("max_output_tokens") else None
+                request.max_output_tokens
+                if request.HasField("max_output_tokens")
+                else None
             ),
             seed=request.seed if request.HasField("seed") else None,
             guardrail=request.guardrail,
@@ -80,7 +84,9 @@ class RouterServicer(router_pb2_grpc.RouterServiceServicer):
                     input_usd_per_mtok=str(e.input_usd_per_mtok),
                     output_usd_per_mtok=str(e.output_usd_per_mtok),
                     gpu_usd_per_second=(
-                        "" if e.gpu_usd_per_second is None else str(e.gpu_usd_per_second)
+                        ""
+                        if e.gpu_usd_per_second is None
+                        else str(e.gpu_usd_per_second)
                     ),
                     context_window_tokens=e.context_window_tokens,
                     fallback_models=list(e.fallback_models),

@@ -51,7 +51,10 @@ def test_up_runs_the_mesh_reports_status_and_stops_cleanly(run_dir):
     env = _env(run_dir)
     up = subprocess.Popen(
         _koverage("up", "--port-base", "0", "--demo"),
-        env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
     )
     output: list[str] = []
     try:
@@ -69,11 +72,21 @@ def test_up_runs_the_mesh_reports_status_and_stops_cleanly(run_dir):
         assert "[complete] model=sim/steady" in text  # the streamed demo answer
 
         status = subprocess.run(
-            _koverage("status", "--json"), env=env, capture_output=True, text=True, timeout=60
+            _koverage("status", "--json"),
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=60,
         )
         report = json.loads(status.stdout)
         assert status.returncode == 0, status.stdout + status.stderr
-        assert set(report["services"]) >= {"router", "chat", "ingest", "worker", "underwriter"}
+        assert set(report["services"]) >= {
+            "router",
+            "chat",
+            "ingest",
+            "worker",
+            "underwriter",
+        }
         assert all(s["healthy"] for s in report["services"].values())
         assert report["api_key"].startswith("kov_")
         assert report["database_url"].startswith("postgresql://")
@@ -89,9 +102,15 @@ def test_up_runs_the_mesh_reports_status_and_stops_cleanly(run_dir):
         up.stdout.close()
 
     time.sleep(0.5)
-    assert not [pid for pid in children if psutil.pid_exists(pid) and
-                psutil.Process(pid).status() != psutil.STATUS_ZOMBIE]
-    after = subprocess.run(_koverage("status", "--json"), env=env, capture_output=True, text=True)
+    assert not [
+        pid
+        for pid in children
+        if psutil.pid_exists(pid)
+        and psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
+    ]
+    after = subprocess.run(
+        _koverage("status", "--json"), env=env, capture_output=True, text=True
+    )
     assert after.returncode == 1
     assert "no mesh is running" in json.loads(after.stdout)["error"]
 
@@ -123,7 +142,8 @@ def _assert_demo_trace_reached_postgres(database_url: str, up_output: str) -> No
         by_name = {r[0]: r for r in rows}
         call = conn.execute(
             "SELECT model, input_tokens, output_tokens, status FROM llm_calls "
-            "WHERE trace_id = %s", (bytes.fromhex(trace_id),),
+            "WHERE trace_id = %s",
+            (bytes.fromhex(trace_id),),
         ).fetchone()
     chat = by_name["koverage.chat.v1.ChatService/StreamChat"]
     generate = by_name["koverage.router.v1.RouterService/Generate"]

@@ -17,18 +17,39 @@ from tests.fixtures.openai_server import OpenAICompatibleServer
 
 TEST_CATALOG = {
     "models": [
-        {"id": "fixture/model", "provider": "openai_compatible",
-         "provider_model": "fixture-model", "input_usd_per_mtok": "2.00",
-         "output_usd_per_mtok": "8.00", "context_window_tokens": 4096},
-        {"id": "modal/qwen3-8b", "provider": "modal", "provider_model": "Qwen/Qwen3-8B",
-         "gpu_usd_per_second": "0.000542", "context_window_tokens": 32768,
-         "first_token_timeout_s": 0.3, "fallback_models": ["openrouter/qwen3-8b"]},
-        {"id": "openrouter/qwen3-8b", "provider": "openrouter",
-         "provider_model": "qwen/qwen3-8b", "input_usd_per_mtok": "0.035",
-         "output_usd_per_mtok": "0.138", "context_window_tokens": 32768},
-        {"id": "sim/steady", "provider": "simulator", "persona": "steady",
-         "input_usd_per_mtok": "0.50", "output_usd_per_mtok": "1.50",
-         "context_window_tokens": 8192},
+        {
+            "id": "fixture/model",
+            "provider": "openai_compatible",
+            "provider_model": "fixture-model",
+            "input_usd_per_mtok": "2.00",
+            "output_usd_per_mtok": "8.00",
+            "context_window_tokens": 4096,
+        },
+        {
+            "id": "modal/qwen3-8b",
+            "provider": "modal",
+            "provider_model": "Qwen/Qwen3-8B",
+            "gpu_usd_per_second": "0.000542",
+            "context_window_tokens": 32768,
+            "first_token_timeout_s": 0.3,
+            "fallback_models": ["openrouter/qwen3-8b"],
+        },
+        {
+            "id": "openrouter/qwen3-8b",
+            "provider": "openrouter",
+            "provider_model": "qwen/qwen3-8b",
+            "input_usd_per_mtok": "0.035",
+            "output_usd_per_mtok": "0.138",
+            "context_window_tokens": 32768,
+        },
+        {
+            "id": "sim/steady",
+            "provider": "simulator",
+            "persona": "steady",
+            "input_usd_per_mtok": "0.50",
+            "output_usd_per_mtok": "1.50",
+            "context_window_tokens": 8192,
+        },
     ]
 }
 
@@ -39,17 +60,23 @@ async def running_router(tmp_path: pathlib.Path, providers: dict, **settings_ove
     catalog_path = tmp_path / "catalog.yaml"
     catalog_path.write_text(yaml.safe_dump(TEST_CATALOG))
     settings = Settings.from_env(
-        {}, router_address="127.0.0.1:0", metrics_port=-1, shutdown_grace_s=1.0,
+        {},
+        router_address="127.0.0.1:0",
+        metrics_port=-1,
+        shutdown_grace_s=1.0,
         **settings_overrides,
     )
     router = Router(
-        load_catalog(catalog_path), providers,
+        load_catalog(catalog_path),
+        providers,
         breaker_factory=lambda: CircuitBreaker(failure_threshold=3, reset_after_s=60),
         retry_wait_max_s=0.05,
     )
     server = build_server(settings, router)
     await server.start()
-    channel = connect(server.address, api_key=settings_overrides.get("client_api_key", ""))
+    channel = connect(
+        server.address, api_key=settings_overrides.get("client_api_key", "")
+    )
     try:
         yield router_pb2_grpc.RouterServiceStub(channel), router, server
     finally:
@@ -66,19 +93,29 @@ async def upstreams():
         OpenAICompatibleServer() as openrouter,
     ):
         providers = {
-            "openai_compatible": OpenAICompatibleProvider("openai_compatible", generic.base_url, "k1"),
+            "openai_compatible": OpenAICompatibleProvider(
+                "openai_compatible", generic.base_url, "k1"
+            ),
             "modal": OpenAICompatibleProvider("modal", modal.base_url, "modal-key"),
-            "openrouter": OpenAICompatibleProvider("openrouter", openrouter.base_url, "or-key"),
+            "openrouter": OpenAICompatibleProvider(
+                "openrouter", openrouter.base_url, "or-key"
+            ),
             "simulator": SimulatorProvider(),
         }
-        yield {"generic": generic, "modal": modal, "openrouter": openrouter,
-               "providers": providers}
+        yield {
+            "generic": generic,
+            "modal": modal,
+            "openrouter": openrouter,
+            "providers": providers,
+        }
         for provider in providers.values():
             if hasattr(provider, "close"):
                 await provider.close()
 
 
-def request(model="fixture/model", text="Say hello", **fields) -> router_pb2.GenerateRequest:
+def request(
+    model="fixture/model", text="Say hello", **fields
+) -> router_pb2.GenerateRequest:
     return router_pb2.GenerateRequest(
         model=model,
         messages=[router_pb2.ChatMessage(role=router_pb2.ROLE_USER, content=text)],

@@ -38,13 +38,33 @@ def test_unknown_model_lists_known_ones():
 @pytest.mark.parametrize(
     ("row", "message"),
     [
-        ({"id": "a", "provider": "carrier-pigeon", "context_window_tokens": 1}, "provider"),
-        ({"id": "a", "provider": "openrouter", "context_window_tokens": 1,
-          "input_usd_per_mtok": 1.5}, "quoted decimal"),
-        ({"id": "a", "provider": "openrouter", "context_window_tokens": 0}, "context_window"),
+        (
+            {"id": "a", "provider": "carrier-pigeon", "context_window_tokens": 1},
+            "provider",
+        ),
+        (
+            {
+                "id": "a",
+                "provider": "openrouter",
+                "context_window_tokens": 1,
+                "input_usd_per_mtok": 1.5,
+            },
+            "quoted decimal",
+        ),
+        (
+            {"id": "a", "provider": "openrouter", "context_window_tokens": 0},
+            "context_window",
+        ),
         ({"id": "a", "provider": "simulator", "context_window_tokens": 5}, "persona"),
-        ({"id": "a", "provider": "openrouter", "context_window_tokens": 5,
-          "fallback_models": ["b"]}, "unknown"),
+        (
+            {
+                "id": "a",
+                "provider": "openrouter",
+                "context_window_tokens": 5,
+                "fallback_models": ["b"],
+            },
+            "unknown",
+        ),
     ],
 )
 def test_malformed_catalog_is_rejected_with_the_field_named(tmp_path, row, message):

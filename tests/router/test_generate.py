@@ -49,7 +49,9 @@ async def test_rate_limit_is_retried_before_first_token(tmp_path, upstreams):
     assert "".join(texts) == "Hello from the fixture."
 
 
-async def test_persistent_rate_limit_is_resource_exhausted_with_retry_info(tmp_path, upstreams):
+async def test_persistent_rate_limit_is_resource_exhausted_with_retry_info(
+    tmp_path, upstreams
+):
     upstreams["generic"].default = Scenario(status=429, retry_after_s=7)
     async with running_router(tmp_path, upstreams["providers"]) as (stub, _, _):
         call = stub.Generate(request(), timeout=10)
@@ -80,7 +82,9 @@ async def test_cold_modal_falls_back_to_openrouter(tmp_path, upstreams):
     upstreams["modal"].default = Scenario(first_token_delay_s=5)
     upstreams["openrouter"].default = Scenario(tokens=("warm", " answer"))
     async with running_router(tmp_path, upstreams["providers"]) as (stub, _, _):
-        texts, summary = await collect(stub.Generate(request("modal/qwen3-8b"), timeout=10))
+        texts, summary = await collect(
+            stub.Generate(request("modal/qwen3-8b"), timeout=10)
+        )
 
     assert "".join(texts) == "warm answer"
     assert summary.model == "openrouter/qwen3-8b"
@@ -181,7 +185,11 @@ async def test_bad_requests_get_their_status(tmp_path, upstreams, fields, code):
 async def test_no_messages_and_bad_role_are_invalid(tmp_path, upstreams):
     async with running_router(tmp_path, upstreams["providers"]) as (stub, _, _):
         with pytest.raises(grpc.aio.AioRpcError) as empty:
-            await collect(stub.Generate(router_pb2.GenerateRequest(model="fixture/model"), timeout=5))
+            await collect(
+                stub.Generate(
+                    router_pb2.GenerateRequest(model="fixture/model"), timeout=5
+                )
+            )
         bad_role = router_pb2.GenerateRequest(
             model="fixture/model", messages=[router_pb2.ChatMessage(content="hi")]
         )
@@ -193,7 +201,9 @@ async def test_no_messages_and_bad_role_are_invalid(tmp_path, upstreams):
     assert "role" in role.value.details()
 
 
-async def test_unconfigured_provider_is_unavailable_and_names_the_setting(tmp_path, upstreams):
+async def test_unconfigured_provider_is_unavailable_and_names_the_setting(
+    tmp_path, upstreams
+):
     providers = {"simulator": upstreams["providers"]["simulator"]}
     async with running_router(tmp_path, providers) as (stub, _, _):
         with pytest.raises(grpc.aio.AioRpcError) as caught:
@@ -224,10 +234,13 @@ async def test_genai_metrics_are_recorded_per_call(tmp_path, upstreams):
 
     reader = InMemoryMetricReader()
     router = Router(
-        load_catalog(), upstreams["providers"],
+        load_catalog(),
+        upstreams["providers"],
         metrics=GenAIMetrics(MeterProvider(metric_readers=[reader])),
     )
-    params = GenerateParams(model="sim/fast", messages=({"role": "user", "content": "a b c"},))
+    params = GenerateParams(
+        model="sim/fast", messages=({"role": "user", "content": "a b c"},)
+    )
     events = [e async for e in router.generate(params)]
 
     points = {
@@ -236,7 +249,10 @@ async def test_genai_metrics_are_recorded_per_call(tmp_path, upstreams):
         for sm in rm.scope_metrics
         for metric in sm.metrics
     }
-    tokens = {p.attributes["gen_ai.token.type"]: p.sum for p in points["gen_ai.client.token.usage"]}
+    tokens = {
+        p.attributes["gen_ai.token.type"]: p.sum
+        for p in points["gen_ai.client.token.usage"]
+    }
     assert tokens == {"input": 3, "output": events[-1].output_tokens}
     assert points["gen_ai.client.operation.duration"][0].count == 1
     assert points["gen_ai.client.operation.time_to_first_chunk"][0].count == 1

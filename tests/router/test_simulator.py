@@ -20,7 +20,9 @@ _FAST = {"fast": Persona(first_token_ms=0, inter_token_ms=0, output_tokens=10)}
 
 
 def call(text="hello there", **fields):
-    return ProviderCall("sim", ({"role": "user", "content": text},), persona="fast", **fields)
+    return ProviderCall(
+        "sim", ({"role": "user", "content": text},), persona="fast", **fields
+    )
 
 
 async def events_of(provider, c):

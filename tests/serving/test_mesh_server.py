@@ -54,7 +54,8 @@ async def test_health_reports_serving_then_not_serving_on_shutdown():
     async with grpc.aio.insecure_channel(server.address) as channel:
         health = health_pb2_grpc.HealthStub(channel)
         reply = await health.Check(
-            health_pb2.HealthCheckRequest(service="koverage.router.v1.RouterService"), timeout=5
+            health_pb2.HealthCheckRequest(service="koverage.router.v1.RouterService"),
+            timeout=5,
         )
         assert reply.status == health_pb2.HealthCheckResponse.SERVING
         overall = await health.Check(health_pb2.HealthCheckRequest(), timeout=5)
@@ -132,10 +133,14 @@ async def test_errors_map_to_codes_and_bugs_hide_their_details(caplog):
         async with connect(server.address) as channel:
             stub = router_pb2_grpc.RouterServiceStub(channel)
             with pytest.raises(grpc.aio.AioRpcError) as missing:
-                async for _ in stub.Generate(router_pb2.GenerateRequest(model="missing"), timeout=5):
+                async for _ in stub.Generate(
+                    router_pb2.GenerateRequest(model="missing"), timeout=5
+                ):
                     pass
             with pytest.raises(grpc.aio.AioRpcError) as crash:
-                async for _ in stub.Generate(router_pb2.GenerateRequest(model="crash"), timeout=5):
+                async for _ in stub.Generate(
+                    router_pb2.GenerateRequest(model="crash"), timeout=5
+                ):
                     pass
     finally:
         await server.stop(0.1)
@@ -154,7 +159,9 @@ async def test_trace_context_crosses_the_hop(finished_spans):
         async with connect(server.address) as channel:
             stub = router_pb2_grpc.RouterServiceStub(channel)
             with tracer.start_as_current_span("caller") as caller:
-                async for _ in stub.Generate(router_pb2.GenerateRequest(model="m"), timeout=5):
+                async for _ in stub.Generate(
+                    router_pb2.GenerateRequest(model="m"), timeout=5
+                ):
                     pass
     finally:
         await server.stop(0.1)
@@ -172,7 +179,9 @@ async def test_metrics_endpoint_counts_rpcs_by_code():
             stub = router_pb2_grpc.RouterServiceStub(channel)
             await stub.ListModels(router_pb2.ListModelsRequest(), timeout=5)
         url = f"http://127.0.0.1:{server.metrics_port}/metrics"
-        body = await asyncio.to_thread(lambda: urllib.request.urlopen(url, timeout=5).read())
+        body = await asyncio.to_thread(
+            lambda: urllib.request.urlopen(url, timeout=5).read()
+        )
     finally:
         await server.stop(0.1)
     text = body.decode()
@@ -197,7 +206,9 @@ async def test_graceful_stop_lets_an_open_stream_finish():
 
 
 def test_json_formatter_renders_extras_as_keys():
-    record = logging.LogRecord("koverage.x", logging.WARNING, __file__, 1, "dropped %d spans", (3,), None)
+    record = logging.LogRecord(
+        "koverage.x", logging.WARNING, __file__, 1, "dropped %d spans", (3,), None
+    )
     record.rpc_method = "/a.B/C"
     entry = json.loads(JsonFormatter("router").format(record))
     assert entry["msg"] == "dropped 3 spans"

@@ -129,7 +129,9 @@ def _events_of(chunk) -> list[ProviderEvent]:
             events.append(FinishReport(choice.finish_reason, chunk.model or ""))
     usage = getattr(chunk, "usage", None)
     if usage is not None:
-        events.append(UsageReport(usage.prompt_tokens or 0, usage.completion_tokens or 0))
+        events.append(
+            UsageReport(usage.prompt_tokens or 0, usage.completion_tokens or 0)
+        )
     return events
 
 

@@ -50,11 +50,37 @@ from services.router.providers._base import (
 DEFAULT_PERSONAS_PATH = pathlib.Path(__file__).parent.parent / "simulator_personas.yaml"
 
 _DIRECTIVE = re.compile(r"\[\[sim:([a-z_]+)=([a-z0-9_.]+)\]\]")
-_VOCABULARY = (
-    "the model considers your question and answers with care about data "
-    "systems latency tokens streams traces budgets risk safety quality "
-    "evidence context memory answer reason clear short helpful plan"
-).split()
+_VOCABULARY = [
+    "the",
+    "model",
+    "considers",
+    "your",
+    "question",
+    "and",
+    "answers",
+    "with",
+    "care",
+    "about",
+    "data",
+    "systems",
+    "latency",
+    "tokens",
+    "streams",
+    "traces",
+    "budgets",
+    "risk",
+    "safety",
+    "quality",
+    "evidence",
+    "context",
+    "memory",
+    "answer",
+    "reason",
+    "clear",
+    "short",
+    "helpful",
+    "plan",
+]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -116,7 +142,9 @@ class SimulatorProvider:
 
     name = "simulator"
 
-    def __init__(self, personas: dict[str, Persona] | None = None, seed: int = 0) -> None:
+    def __init__(
+        self, personas: dict[str, Persona] | None = None, seed: int = 0
+    ) -> None:
         self._personas = load_personas() if personas is None else personas
         self._responders = {
             name: load_responder(name, persona)
@@ -141,7 +169,9 @@ class SimulatorProvider:
         # that refuses or cannot be reached.
         failure = directives.get("fail")
         if failure == "rate_limit":
-            raise ProviderRateLimitedError("simulator rate limit (on request)", retry_after_s=0.05)
+            raise ProviderRateLimitedError(
+                "simulator rate limit (on request)", retry_after_s=0.05
+            )
         if failure == "unavailable" or (
             failure is None and self._failure_rng.random() < persona.failure_rate
         ):
@@ -159,7 +189,9 @@ class SimulatorProvider:
             if persona.reports_usage:
                 yield UsageReport(prompt_tokens, 0)
             yield FinishReport(
-                "refused", call.provider_model or call.persona, refusal_reason=written[0]
+                "refused",
+                call.provider_model or call.persona,
+                refusal_reason=written[0],
             )
             return
 
