@@ -170,3 +170,26 @@ def _assert_dashboard_signs_in(url: str) -> None:
     with opener.open(url, timeout=10) as page:
         assert page.status == 200
     assert any(c.name for c in jar)
+
+
+def test_up_uses_a_configured_database_instead_of_the_embedded_one(run_dir):
+    from tests.engines import fresh_database
+
+    with fresh_database("koverage_test_up") as database_url:
+        env = {**_env(run_dir), "KOVERAGE_DATABASE_URL": database_url}
+        done = subprocess.run(
+            _koverage("up", "--port-base", "0", "--exit-after-demo"),
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=_START_TIMEOUT_S,
+        )
+        assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
+        assert f"postgres     {database_url}" in done.stdout
+
+        import psycopg
+
+        with psycopg.connect(database_url) as conn:
+            stored = conn.execute("SELECT count(*) FROM chat_messages").fetchone()[0]
+        assert stored == 2  # the demo's question and answer
+    assert not (run_dir / "postgres").exists()
