@@ -6,8 +6,9 @@ Measures, in one run on the same database:
    span is a row in Postgres (ingest and worker run as subprocesses, as in
    production, on a real Tansu broker), checking that none was lost;
 2. worker alone: the worker drains spans already waiting in Kafka;
-3. COPY ceiling: a raw COPY of the same decoded rows into a copy of the
-   `spans` and `llm_calls` tables, the most a single writer could do.
+3. COPY ceiling: a raw binary COPY of the same decoded rows into copies of
+   the `spans` and `llm_calls` tables (same indexes), by one connection with
+   nothing else running: the most a single writer could do.
 
 Run: .venv/bin/python benchmarks/bench_pipeline.py [--spans 100000]
 """
@@ -22,12 +23,17 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from confluent_kafka import Consumer, TopicPartition
+
 from koverage.db import connect
 from koverage.local import Supervisor, ensure_topics, free_port, start_service
 from koverage.serving import connect as grpc_connect
 from services.worker import (
     LLM_CALL_COLUMNS,
+    LLM_CALL_TYPES,
     SPAN_COLUMNS,
+    SPAN_TYPES,
+    copy_rows,
     decode_record,
     migrate_database,
 )
@@ -44,6 +50,7 @@ from tests.worker.conftest import envelope
 _SPANS_PER_REQUEST = 1000
 _CONCURRENCY = 4
 _LLM_EVERY = 4  # one span in four is an LLM call span
+_PARTITIONS = 4
 
 
 def build_requests(total: int) -> list[bytes]:
@@ -75,18 +82,40 @@ async def send_all(address: str, requests: list[bytes]) -> None:
         await asyncio.gather(*(sender() for _ in range(_CONCURRENCY)))
 
 
+class CommittedRecords:
+    """Counts the records the worker group has committed: their rows are stored.
+
+    The worker commits a batch's offsets only after the batch's database
+    commit, so this tracks stored rows without a `count(*)` scan of `spans`
+    competing with the writer for the CPU. The reading consumer never joins
+    the group.
+    """
+
+    def __init__(self, bootstrap: str, group: str, topic: str, partitions: int):
+        self._consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": group})
+        self._partitions = [TopicPartition(topic, p) for p in range(partitions)]
+
+    def __call__(self) -> int:
+        offsets = self._consumer.committed(self._partitions, timeout=10)
+        return sum(max(0, tp.offset) for tp in offsets)
+
+    def close(self) -> None:
+        self._consumer.close()
+
+
+def wait_committed(progress, expected: int, timeout_s: float) -> float:
+    """Polls `progress()` until it reaches `expected`; returns that moment."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if progress() >= expected:
+            return time.monotonic()
+        time.sleep(0.05)
+    raise TimeoutError(f"only {progress()} of {expected} records were committed")
+
+
 def count_rows(database_url: str) -> int:
     with connect(database_url) as conn:
         return conn.execute("SELECT count(*) FROM spans").fetchone()[0]
-
-
-def wait_rows(database_url: str, expected: int, timeout_s: float) -> float:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if count_rows(database_url) >= expected:
-            return time.monotonic()
-        time.sleep(0.05)
-    raise TimeoutError(f"only {count_rows(database_url)} of {expected} rows arrived")
 
 
 def copy_ceiling(database_url: str, total: int) -> float:
@@ -99,25 +128,76 @@ def copy_ceiling(database_url: str, total: int) -> float:
         request = trace_service_pb2.ExportTraceServiceRequest.FromString(body)
         for span in request.resource_spans[0].scope_spans[0].spans:
             decoded.append(decode_record(envelope(span)))
+    spans = [d.span for d in decoded]
+    llm_calls = [d.llm_call for d in decoded if d.llm_call is not None]
     with connect(database_url) as conn:
         conn.execute("CREATE TABLE spans_copy (LIKE spans INCLUDING ALL)")
         conn.execute("CREATE TABLE llm_calls_copy (LIKE llm_calls INCLUDING ALL)")
         conn.commit()
         started = time.monotonic()
         with conn.cursor() as cursor:
-            with cursor.copy(
-                f"COPY spans_copy ({', '.join(SPAN_COLUMNS)}) FROM STDIN"
-            ) as copy:
-                for d in decoded:
-                    copy.write_row(d.span)
-            with cursor.copy(
-                f"COPY llm_calls_copy ({', '.join(LLM_CALL_COLUMNS)}) FROM STDIN"
-            ) as copy:
-                for d in decoded:
-                    if d.llm_call is not None:
-                        copy.write_row(d.llm_call)
+            copy_rows(cursor, "spans_copy", SPAN_COLUMNS, SPAN_TYPES, spans)
+            copy_rows(
+                cursor, "llm_calls_copy", LLM_CALL_COLUMNS, LLM_CALL_TYPES, llm_calls
+            )
         conn.commit()
         return total / (time.monotonic() - started)
+
+
+class CpuMeter:
+    """CPU seconds (user + system) used by each part of the pipeline.
+
+    Parts are processes on this machine: the ingest and worker services,
+    the Tansu broker, the Postgres backends serving the benchmark database,
+    and this process (the OTLP sender). Read from /proc (Linux).
+    """
+
+    def __init__(self, database_url: str, pids: dict[str, list[int]]) -> None:
+        self._database_url = database_url
+        self._pids = pids
+
+    def sample(self) -> dict[str, float]:
+        pids = dict(self._pids, postgres=self._backends())
+        return {part: sum(_cpu_s(pid) for pid in group) for part, group in pids.items()}
+
+    def _backends(self) -> list[int]:
+        with connect(self._database_url) as conn:
+            rows = conn.execute(
+                "SELECT pid FROM pg_stat_activity "
+                "WHERE datname = current_database() AND pid <> pg_backend_pid()"
+            ).fetchall()
+        return [pid for (pid,) in rows]
+
+
+def _cpu_s(pid: int) -> float:
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return 0.0
+    fields = stat.rpartition(")")[2].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def _tansu_pids() -> list[int]:
+    """Tansu brokers started by this process (its direct children)."""
+    found = []
+    for child in Path(f"/proc/{os.getpid()}/task").glob("*/children"):
+        for pid in child.read_text().split():
+            try:
+                command = Path(f"/proc/{pid}/cmdline").read_bytes()
+            except OSError:
+                continue
+            if b"tansu" in command:
+                found.append(int(pid))
+    return found
+
+
+def _per_span_us(before: dict, after: dict, spans: int) -> str:
+    parts = [
+        f"{part} {(after[part] - before[part]) / spans * 1e6:.1f}" for part in after
+    ]
+    total = sum(after[p] - before[p] for p in after) / spans * 1e6
+    return ", ".join(parts) + f"; total {total:.1f}"
 
 
 def main() -> None:
@@ -129,7 +209,10 @@ def main() -> None:
     with tansu_broker() as bootstrap, fresh_database("koverage_bench_pipeline") as db:
         migrate_database(db)
         spans_topic, dlq = unique_topic("spans"), unique_topic("dlq")
-        ensure_topics(bootstrap, {spans_topic: 4, dlq: 1})
+        group = unique_topic("bench-worker")
+        ensure_topics(bootstrap, {spans_topic: _PARTITIONS, dlq: 1})
+        progress = CommittedRecords(bootstrap, group, spans_topic, _PARTITIONS)
+
         ingest_address = f"127.0.0.1:{free_port()}"
         worker_address = f"127.0.0.1:{free_port()}"
         env = {
@@ -142,30 +225,47 @@ def main() -> None:
             "KOVERAGE_INGEST_RATE_LIMIT_SPANS_PER_S": "0",
             "KOVERAGE_INGEST_ADDRESS": ingest_address,
             "KOVERAGE_WORKER_ADDRESS": worker_address,
+            "KOVERAGE_WORKER_GROUP_ID": group,
+            "KOVERAGE_DASHBOARD_ADDRESS": "",
         }
         requests = build_requests(total)
         with Supervisor(tempfile.mkdtemp(prefix="koverage-bench-")) as supervisor:
-            start_service(supervisor, "ingest", ingest_address, env=env)
+            ingest = start_service(supervisor, "ingest", ingest_address, env=env)
 
-            # 1. Worker alone: fill Kafka first, then time the drain.
+            # 1. Ingest alone, filling Kafka; then the worker alone drains it.
             t0 = time.monotonic()
             asyncio.run(send_all(ingest_address, requests))
             ingest_s = time.monotonic() - t0
             worker = start_service(supervisor, "worker", worker_address, env=env)
-            # Time from the first row (the group has formed) to the last.
-            first = wait_rows(db, 1, 120)
-            last = wait_rows(db, total, 600)
-            worker_rate = (total - 1) / (last - first)
+            meter = CpuMeter(
+                db,
+                {
+                    "ingest": [ingest.pid],
+                    "worker": [worker.pid],
+                    "tansu": _tansu_pids(),
+                    "sender": [os.getpid()],
+                },
+            )
+            # Time from the first stored batch (the group has formed) to the
+            # last; the first batch's records are not counted.
+            first = wait_committed(progress, 1, 120)
+            first_records = progress()
+            cpu_before = meter.sample()
+            last = wait_committed(progress, total, 600)
+            worker_cpu = _per_span_us(cpu_before, meter.sample(), total - first_records)
+            worker_rate = (total - first_records) / (last - first)
             worker_only_rows = count_rows(db)
 
             # 2. End to end with the worker running: a second, fresh set of spans.
             requests2 = build_requests(total)
+            cpu_before = meter.sample()
             t0 = time.monotonic()
             asyncio.run(send_all(ingest_address, requests2))
-            end = wait_rows(db, 2 * total, 600)
+            end = wait_committed(progress, 2 * total, 600)
             e2e_rate = total / (end - t0)
+            e2e_cpu = _per_span_us(cpu_before, meter.sample(), total)
             final_rows = count_rows(db)
-            del worker
+            progress.close()
 
         copy_rate = copy_ceiling(db, total)
 
@@ -175,10 +275,16 @@ def main() -> None:
     print(f"end to end (OTLP -> PG):    {e2e_rate:,.0f} spans/s")
     print(f"raw COPY ceiling:           {copy_rate:,.0f} rows/s")
     print(f"worker / COPY:              {worker_rate / copy_rate:.2f}")
+    print(f"CPU us per span, worker alone: {worker_cpu}")
+    print(f"CPU us per span, end to end:   {e2e_cpu}")
     print(
         f"rows stored: {worker_only_rows} after phase 1, {final_rows} of {2 * total} in all"
     )
-    print(f"cpu cores: {os.cpu_count()}")
+    lost = 2 * total - final_rows
+    print(f"lost: {lost}")
+    print(f"cpu cores: {os.cpu_count()}, load average: {os.getloadavg()[0]:.1f}")
+    if lost:
+        sys.exit(f"{lost} spans were lost")
 
 
 if __name__ == "__main__":

@@ -28,7 +28,7 @@ built by concatenating encoded fields, which protobuf defines as merging.
 from opentelemetry.proto.common.v1 import common_pb2
 from opentelemetry.proto.resource.v1 import resource_pb2
 
-from services.ingest._wire import length_delimited
+from services.ingest._wire import encode_varint, length_delimited
 
 TENANT_ATTRIBUTE = "koverage.tenant"
 """Resource attribute naming the tenant that sent the span."""
@@ -45,6 +45,7 @@ _RESOURCE_SPANS_SCHEMA_URL = 3
 _SCOPE_SPANS_SCOPE = 1
 _SCOPE_SPANS_SPANS = 2
 _SCOPE_SPANS_SCHEMA_URL = 3
+_WIRE_LENGTH_DELIMITED = 2
 
 
 def tenant_resource(resource: resource_pb2.Resource, tenant: str) -> bytes:
@@ -83,6 +84,12 @@ class EnvelopeBuilder:
             else b""
         )
         self._scope_head = length_delimited(_SCOPE_SPANS_SCOPE, scope_bytes)
+        self._spans_tag = encode_varint(
+            _SCOPE_SPANS_SPANS << 3 | _WIRE_LENGTH_DELIMITED
+        )
+        self._scope_spans_tag = encode_varint(
+            _RESOURCE_SPANS_SCOPE_SPANS << 3 | _WIRE_LENGTH_DELIMITED
+        )
         self._scope_tail = (
             length_delimited(_SCOPE_SPANS_SCHEMA_URL, scope_schema_url.encode())
             if scope_schema_url
@@ -91,13 +98,21 @@ class EnvelopeBuilder:
 
     def envelope(self, span_bytes: bytes) -> bytes:
         """Returns the encoded one-span `ResourceSpans` for `span_bytes`."""
-        scope_spans = (
-            self._scope_head
-            + length_delimited(_SCOPE_SPANS_SPANS, span_bytes)
-            + self._scope_tail
+        scope_spans = b"".join(
+            (
+                self._scope_head,
+                self._spans_tag,
+                encode_varint(len(span_bytes)),
+                span_bytes,
+                self._scope_tail,
+            )
         )
-        return (
-            self._head
-            + length_delimited(_RESOURCE_SPANS_SCOPE_SPANS, scope_spans)
-            + self._tail
+        return b"".join(
+            (
+                self._head,
+                self._scope_spans_tag,
+                encode_varint(len(scope_spans)),
+                scope_spans,
+                self._tail,
+            )
         )

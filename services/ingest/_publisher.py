@@ -8,10 +8,10 @@ fails with UNAVAILABLE when Kafka did not within the deadline.
 """
 
 import asyncio
-import dataclasses
 import logging
 import threading
 import time
+from typing import NamedTuple
 
 from confluent_kafka import KafkaException, Producer
 
@@ -23,9 +23,8 @@ _QUEUE_FULL_WAIT_S = 0.05
 logger = logging.getLogger(__name__)
 
 
-@dataclasses.dataclass(frozen=True)
-class Record:
-    """One record to publish."""
+class Record(NamedTuple):
+    """One record to publish (a tuple: one is built per span)."""
 
     topic: str
     key: bytes | None

@@ -42,12 +42,19 @@ _MAX_NAME_CHARS = 1024
 _MAX_ATTRIBUTES = 256
 _MAX_EVENTS = 256
 _MAX_DURATION_NS = 24 * 3600 * 10**9
+_ZERO_TRACE_ID = bytes(_TRACE_ID_BYTES)
+_ZERO_SPAN_ID = bytes(_SPAN_ID_BYTES)
+_REQUIRED_KEYS = frozenset(REQUIRED_GENAI_ATTRIBUTES)
 # A separator no redaction pattern can match across.
 _PII_JOINER = "\n\x00\n"
 
 
 def validate_span(span: trace_pb2.Span, size_bytes: int, max_span_bytes: int) -> str:
     """Returns why `span` must be rejected, or "" when it is acceptable.
+
+    Every span of every export passes here, so the accepting path reads each
+    field once and walks the attributes once; working out which attribute
+    holds PII happens only when the span has some.
 
     Args:
         span: The parsed span.
@@ -58,61 +65,106 @@ def validate_span(span: trace_pb2.Span, size_bytes: int, max_span_bytes: int) ->
     if problem:
         return problem
 
-    attributes = {kv.key: kv.value for kv in span.attributes}
-    if "gen_ai.operation.name" in attributes:
-        missing = [
-            k for k in REQUIRED_GENAI_ATTRIBUTES if not _present(attributes.get(k))
-        ]
+    texts = [span.name]
+    present: dict[str, bool] = {}
+    _scan_attributes(span.attributes, texts, present)
+    if "gen_ai.operation.name" in present:
+        missing = [k for k in REQUIRED_GENAI_ATTRIBUTES if not present.get(k)]
         if missing:
             return f"LLM span lacks required attribute(s) {', '.join(missing)}"
-    return _check_pii(span)
+    for event in span.events:
+        texts.append(event.name)
+        _scan_attributes(event.attributes, texts, None)
+    if not contains_pii(_PII_JOINER.join(texts)):
+        return ""
+    return _locate_pii(span)
+
+
+def _scan_attributes(attributes, texts: list[str], present: dict | None) -> None:
+    """Appends every string value to `texts`; notes required GenAI keys.
+
+    `present[key]` says whether a required key holds a usable value (the
+    last occurrence of a repeated key wins, as in a decoded map).
+    """
+    for kv in attributes:
+        value = kv.value
+        kind = value.WhichOneof("value")
+        if kind == "string_value":
+            text = value.string_value
+            texts.append(text)
+            usable = bool(text)
+        else:
+            if kind == "array_value" or kind == "kvlist_value":
+                _scan_value(value, kind, texts)
+            usable = kind is not None
+        if present is not None:
+            key = kv.key
+            if key in _REQUIRED_KEYS:
+                present[key] = usable
+
+
+def _scan_value(value: common_pb2.AnyValue, kind: str, texts: list[str]) -> None:
+    if kind == "array_value":
+        items = value.array_value.values
+    else:
+        items = [kv.value for kv in value.kvlist_value.values]
+    for item in items:
+        item_kind = item.WhichOneof("value")
+        if item_kind == "string_value":
+            texts.append(item.string_value)
+        elif item_kind == "array_value" or item_kind == "kvlist_value":
+            _scan_value(item, item_kind, texts)
 
 
 def _check_ids(span: trace_pb2.Span) -> str:
-    if len(span.trace_id) != _TRACE_ID_BYTES or not any(span.trace_id):
-        return f"bad trace_id: need 16 non-zero bytes, got {len(span.trace_id)} bytes"
-    if len(span.span_id) != _SPAN_ID_BYTES or not any(span.span_id):
-        return f"bad span_id: need 8 non-zero bytes, got {len(span.span_id)} bytes"
-    if span.parent_span_id and len(span.parent_span_id) != _SPAN_ID_BYTES:
-        return (
-            "bad parent_span_id: need empty or 8 bytes, "
-            f"got {len(span.parent_span_id)} bytes"
-        )
+    trace_id = span.trace_id
+    if len(trace_id) != _TRACE_ID_BYTES or trace_id == _ZERO_TRACE_ID:
+        return f"bad trace_id: need 16 non-zero bytes, got {len(trace_id)} bytes"
+    span_id = span.span_id
+    if len(span_id) != _SPAN_ID_BYTES or span_id == _ZERO_SPAN_ID:
+        return f"bad span_id: need 8 non-zero bytes, got {len(span_id)} bytes"
+    parent = span.parent_span_id
+    if parent and len(parent) != _SPAN_ID_BYTES:
+        return f"bad parent_span_id: need empty or 8 bytes, got {len(parent)} bytes"
     return ""
 
 
 def _check_shape(span: trace_pb2.Span, size_bytes: int, max_span_bytes: int) -> str:
     if size_bytes > max_span_bytes:
         return f"span too large: {size_bytes} bytes, limit {max_span_bytes}"
-    if not span.name:
+    name = span.name
+    if not name:
         return "span name is empty"
-    if len(span.name) > _MAX_NAME_CHARS:
-        return f"span name too long: {len(span.name)} chars, limit {_MAX_NAME_CHARS}"
-    if span.start_time_unix_nano == 0:
+    if len(name) > _MAX_NAME_CHARS:
+        return f"span name too long: {len(name)} chars, limit {_MAX_NAME_CHARS}"
+    start_ns = span.start_time_unix_nano
+    end_ns = span.end_time_unix_nano
+    if start_ns == 0:
         return "start_time_unix_nano is missing"
-    if span.end_time_unix_nano < span.start_time_unix_nano:
+    if end_ns < start_ns:
         return "end_time_unix_nano is before start_time_unix_nano"
-    if span.end_time_unix_nano - span.start_time_unix_nano > _MAX_DURATION_NS:
+    if end_ns - start_ns > _MAX_DURATION_NS:
         return "span lasts longer than a day"
-    if len(span.attributes) > _MAX_ATTRIBUTES:
-        return f"too many attributes: {len(span.attributes)}, limit {_MAX_ATTRIBUTES}"
-    if len(span.events) > _MAX_EVENTS:
-        return f"too many events: {len(span.events)}, limit {_MAX_EVENTS}"
+    attribute_count = len(span.attributes)
+    if attribute_count > _MAX_ATTRIBUTES:
+        return f"too many attributes: {attribute_count}, limit {_MAX_ATTRIBUTES}"
+    event_count = len(span.events)
+    if event_count > _MAX_EVENTS:
+        return f"too many events: {event_count}, limit {_MAX_EVENTS}"
     return ""
 
 
-def _check_pii(span: trace_pb2.Span) -> str:
-    # One scan over everything joined; only a hit pays for finding the key.
+def _locate_pii(span: trace_pb2.Span) -> str:
+    """The rejection reason naming where the PII is (only for a dirty span)."""
     texts: list[tuple[str, str]] = [("span name", span.name)]
     _collect_strings(span.attributes, "attribute ", texts)
     for event in span.events:
         texts.append((f"event {event.name!r}", event.name))
         _collect_strings(event.attributes, f"event {event.name!r} attribute ", texts)
-    if not contains_pii(_PII_JOINER.join(text for _, text in texts)):
-        return ""
     for where, text in texts:
         if contains_pii(text):
             return f"{PII_REASON_PREFIX} in {where}: redact it before export"
+    # Only the joined text matched: no single value holds PII.
     return ""
 
 
@@ -131,13 +183,6 @@ def _collect_value(value: common_pb2.AnyValue, where: str, out: list) -> None:
     elif kind == "kvlist_value":
         for kv in value.kvlist_value.values:
             _collect_value(kv.value, f"{where}.{kv.key}", out)
-
-
-def _present(value: common_pb2.AnyValue | None) -> bool:
-    if value is None:
-        return False
-    kind = value.WhichOneof("value")
-    return kind is not None and not (kind == "string_value" and not value.string_value)
 
 
 def redacted_copy(span: trace_pb2.Span) -> trace_pb2.Span:

@@ -12,6 +12,7 @@ _WIRE_VARINT = 0
 _WIRE_FIXED64 = 1
 _WIRE_LENGTH_DELIMITED = 2
 _WIRE_FIXED32 = 5
+_ONE_BYTE_VARINTS = tuple(bytes((n,)) for n in range(0x80))
 
 
 class WireError(ValueError):
@@ -63,6 +64,11 @@ def length_delimited(number: int, payload: bytes) -> bytes:
 
 def encode_varint(value: int) -> bytes:
     """Encodes a non-negative int as a protobuf varint."""
+    # Tags and span lengths are almost always under 2**14: one or two bytes.
+    if value < 0x80:
+        return _ONE_BYTE_VARINTS[value]
+    if value < 0x4000:
+        return bytes((value & 0x7F | 0x80, value >> 7))
     out = bytearray()
     while True:
         low = value & 0x7F

@@ -9,7 +9,9 @@ from services.worker._app import (
 from services.worker._consumer import ConsumerConfig, ConsumerStats, SpanConsumer
 from services.worker._decode import (
     LLM_CALL_COLUMNS,
+    LLM_CALL_TYPES,
     SPAN_COLUMNS,
+    SPAN_TYPES,
     DecodedSpan,
     UndecodableRecord,
     decode_record,
@@ -20,12 +22,15 @@ from services.worker._writer import (
     RowsRejectedError,
     SpanWriter,
     WriteResult,
+    copy_rows,
 )
 
 __all__ = [
     "LLM_CALL_COLUMNS",
+    "LLM_CALL_TYPES",
     "MIGRATIONS_OWNER",
     "SPAN_COLUMNS",
+    "SPAN_TYPES",
     "ConsumerConfig",
     "ConsumerStats",
     "DatabaseUnavailableError",
@@ -38,6 +43,7 @@ __all__ = [
     "WriteResult",
     "build_consumer",
     "build_worker",
+    "copy_rows",
     "decode_record",
     "migrate_database",
 ]

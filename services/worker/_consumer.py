@@ -1,11 +1,18 @@
 """The worker's Kafka consumer loop: spans topic -> Postgres, at least once.
 
-Per batch: consume up to `batch_size` records; decode each; publish the
-undecodable ones to the dead-letter topic and wait for Kafka's ack; write the
-rest to Postgres in one transaction; only then commit the batch's offsets.
-A crash anywhere before the offset commit means the batch is delivered
-again, and the write skips what is already stored, so nothing is lost and
-nothing is stored twice.
+Per batch: consume up to `batch_size` records; decode each; write the
+decodable ones to Postgres in one transaction; publish the undecodable ones
+to the dead-letter topic and wait for Kafka's ack; only then commit the
+batch's offsets. A crash anywhere before the offset commit means the batch
+is delivered again, and the write skips what is already stored, so nothing
+is lost and nothing is stored twice.
+
+Two threads share the work so that decoding (Python, CPU) and writing
+(mostly Postgres's time) overlap: the consumer thread owns every Kafka call
+and consumes and decodes batch n+1 while a writer thread writes batch n.
+At most one batch is being written and one waits, decoded; batch n's
+offsets are committed, by the consumer thread, only after batch n's database
+commit, and batches are written and committed in the order consumed.
 
 While Postgres is down the loop pauses its partitions (no more fetching) but
 keeps polling, so it stays in the consumer group, and retries the same batch
@@ -16,13 +23,15 @@ A batch Postgres refuses for its content (not connectivity) is written one
 record at a time, and each refused record goes to the dead-letter topic with
 Postgres's message, so one poison record cannot stall a partition.
 
-Known limitation: one thread decodes a batch and then writes it, so the
-worker's rate is bounded by decode time plus write time (measured in
-BENCHMARKS.md, below the 20,000 spans/s target on the shared 2-core VM).
-Overlapping the two (decode the next batch while Postgres runs the COPY) or
-running several workers in the group would raise it.
+Known limitation: one process decodes on one core (the GIL), so a worker's
+rate is bounded by its decode rate (see BENCHMARKS.md); more partitions and
+more workers in the group scale it out. A write that hangs (not fails) keeps
+the consumer thread waiting without polling; past `max.poll.interval.ms` the
+group drops the worker and its uncommitted batches go to another member,
+where the idempotent write absorbs the repeat.
 """
 
+import concurrent.futures
 import dataclasses
 import logging
 import threading
@@ -44,6 +53,7 @@ from services.worker._writer import (
     DatabaseUnavailableError,
     RowsRejectedError,
     SpanWriter,
+    WriteResult,
 )
 
 _POLL_TIMEOUT_S = 0.2
@@ -86,7 +96,8 @@ class ConsumerConfig:
 class SpanConsumer:
     """Consumes span records into Postgres until `stop()` is called.
 
-    Run `run()` on a thread of its own (confluent-kafka calls block).
+    Run `run()` on a thread of its own (confluent-kafka calls block); it
+    starts and stops its writer thread itself.
     """
 
     def __init__(self, config: ConsumerConfig) -> None:
@@ -116,28 +127,41 @@ class SpanConsumer:
         )
 
     def stop(self) -> None:
-        """Asks `run()` to finish its batch and return."""
+        """Asks `run()` to finish the batch being written and return."""
         self._stop.set()
 
     def run(self) -> None:
         """Consumes until `stop()`; closes the consumer on the way out."""
         self._consumer.subscribe([self._config.spans_topic], on_assign=self._on_assign)
         logger.info("consuming %s", self._config.spans_topic)
+        writes = concurrent.futures.ThreadPoolExecutor(
+            max_workers=1, thread_name_prefix="span-writer"
+        )
+        writing: _Pending | None = None
         try:
             while not self._stop.is_set():
-                messages = self._consumer.consume(
-                    self._config.batch_size, timeout=_POLL_TIMEOUT_S
-                )
+                # Decode the next batch while the writer stores the last one.
                 pending = _Pending()
-                for message in messages:
-                    pending.add(message)
+                pending.add_all(
+                    self._consumer.consume(
+                        self._config.batch_size, timeout=_POLL_TIMEOUT_S
+                    )
+                )
+                if writing is not None:
+                    self._finish(writes, writing, pending)
+                    writing = None
                 if pending.records:
-                    self._process(pending)
+                    pending.written = writes.submit(self._write, pending)
+                    writing = pending
+            if writing is not None:
+                # Anything polled meanwhile is left uncommitted (redelivered).
+                self._finish(writes, writing, _Pending())
         except _Stopping:
-            # Stopping with an unwritten batch: its offsets stay uncommitted,
+            # Stopping with a batch unwritten: its offsets stay uncommitted,
             # so the next worker reads it again.
             logger.info("stopping with a batch unwritten; it will be redelivered")
         finally:
+            writes.shutdown(wait=True)
             self._consumer.close()
             self._producer.flush(5.0)
             self._producer = None  # the last reference: librdkafka stops now
@@ -149,11 +173,20 @@ class SpanConsumer:
         if self._paused:
             consumer.pause(partitions)
 
-    def _process(self, pending: "_Pending") -> None:
+    def _finish(
+        self,
+        writes: concurrent.futures.Executor,
+        pending: "_Pending",
+        following: "_Pending",
+    ) -> None:
+        """Waits for `pending`'s write, retrying it until stored, then commits.
+
+        Records polled while waiting out a retry join `following`.
+        """
         delay_s = _BACKOFF_START_S
         while True:
             try:
-                self._write(pending)
+                pending.written.result()
                 self._dead_letter(pending)
                 break
             except (DatabaseUnavailableError, _DeadLetterError) as exc:
@@ -162,8 +195,9 @@ class SpanConsumer:
                     "batch not stored (%s); retrying in %.1f s", exc, delay_s
                 )
                 self._pause()
-                self._wait(delay_s, pending)
+                self._wait(delay_s, following)
                 delay_s = min(delay_s * 2, _BACKOFF_MAX_S)
+                pending.written = writes.submit(self._write, pending)
         self._resume()
 
         self._commit(pending.records)
@@ -171,22 +205,26 @@ class SpanConsumer:
         self.stats.batches += 1
 
     def _write(self, pending: "_Pending") -> None:
+        """Stores the batch's decoded records (runs on the writer thread)."""
         if not pending.decoded:
             return
         try:
-            self._count(self._writer.write([d for _, d in pending.decoded]))
+            self._count(self._writer.write(pending.decoded))
         except RowsRejectedError as exc:
             logger.warning(
                 "Postgres refused a batch (%s); writing records one by one", exc
             )
-            for record, decoded in pending.decoded:
+            for record, decoded in zip(
+                pending.decoded_records, pending.decoded, strict=True
+            ):
                 try:
                     self._count(self._writer.write([decoded]))
                 except RowsRejectedError as row_exc:
                     pending.rejected.append((record, f"Postgres refused: {row_exc}"))
         pending.decoded = []
+        pending.decoded_records = []
 
-    def _count(self, result) -> None:
+    def _count(self, result: WriteResult) -> None:
         self.stats.spans_inserted += result.spans
         self.stats.llm_calls_inserted += result.llm_calls
 
@@ -197,8 +235,7 @@ class SpanConsumer:
         while time.monotonic() < deadline:
             if self._stop.is_set():
                 raise _Stopping
-            for message in self._consumer.consume(100, timeout=_POLL_TIMEOUT_S):
-                pending.add(message)
+            pending.add_all(self._consumer.consume(100, timeout=_POLL_TIMEOUT_S))
 
     def _pause(self) -> None:
         if not self._paused:
@@ -240,7 +277,9 @@ class SpanConsumer:
         highest: dict[tuple[str, int], int] = {}
         for record in records:
             key = (record.topic(), record.partition())
-            highest[key] = max(highest.get(key, -1), record.offset())
+            offset = record.offset()
+            if offset > highest.get(key, -1):
+                highest[key] = offset
         offsets = [TopicPartition(t, p, o + 1) for (t, p), o in highest.items()]
         try:
             self._consumer.commit(offsets=offsets, asynchronous=False)
@@ -252,21 +291,34 @@ class SpanConsumer:
 
 
 class _Pending:
-    """The records of one batch and what became of them."""
+    """The records of one batch and what became of them.
+
+    `decoded` and `decoded_records` run in parallel: the rows and the record
+    each came from (for the one-by-one fallback).
+    """
 
     def __init__(self) -> None:
         self.records: list = []
-        self.decoded: list[tuple[object, DecodedSpan]] = []
+        self.decoded: list[DecodedSpan] = []
+        self.decoded_records: list = []
         self.rejected: list[tuple[object, str]] = []
+        self.written: concurrent.futures.Future | None = None
 
-    def add(self, message) -> None:
-        if _skip(message):
-            return
-        self.records.append(message)
-        try:
-            self.decoded.append((message, decode_record(message.value())))
-        except UndecodableRecord as exc:
-            self.rejected.append((message, str(exc)))
+    def add_all(self, messages: list) -> None:
+        records = self.records
+        decoded = self.decoded
+        decoded_records = self.decoded_records
+        for message in messages:
+            if message.error() is not None:
+                _log_error(message)
+                continue
+            records.append(message)
+            try:
+                decoded.append(decode_record(message.value()))
+            except UndecodableRecord as exc:
+                self.rejected.append((message, str(exc)))
+                continue
+            decoded_records.append(message)
 
 
 class _Stopping(Exception):
@@ -277,10 +329,7 @@ class _DeadLetterError(Exception):
     """Kafka did not acknowledge a dead-letter record."""
 
 
-def _skip(message) -> bool:
+def _log_error(message) -> None:
     error = message.error()
-    if error is None:
-        return False
     if error.code() != KafkaError._PARTITION_EOF:
         logger.warning("consumer error: %s", error)
-    return True

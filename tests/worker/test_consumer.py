@@ -5,9 +5,16 @@ import time
 from decimal import Decimal
 
 import pytest
+from confluent_kafka import Consumer, TopicPartition
 
 from koverage.db import connect
-from services.worker import LLM_CALL_COLUMNS, UndecodableRecord, decode_record
+from services.worker import (
+    LLM_CALL_COLUMNS,
+    SPAN_COLUMNS,
+    SpanWriter,
+    UndecodableRecord,
+    decode_record,
+)
 from tests.ingest.otlp import llm_attributes, make_span, read_topic, unique_topic
 from tests.worker.conftest import (
     count_rows,
@@ -40,13 +47,62 @@ def test_decode_pulls_the_llm_call_fields_out_of_the_span():
     assert row["ttft_ms"] == 21.5 and row["latency_ms"] == pytest.approx(80.0)
     assert row["status"] == "complete" and row["finish_reasons"] == ["stop"]
     assert row["conversation_id"] == "c-1"
-    assert json.loads(row["redaction_counts"]) == {"email": 2}
+    # jsonb columns travel in jsonb's binary form: version byte 1, then JSON.
+    assert row["redaction_counts"][:1] == b"\x01"
+    assert json.loads(row["redaction_counts"][1:]) == {"email": 2}
 
 
 def test_decode_keeps_a_plain_span_without_an_llm_row():
     decoded = decode_record(envelope(make_span("db query")))
     assert decoded.llm_call is None
     assert decoded.span[5] == "db query"
+
+
+def test_decode_makes_values_postgres_refuses_storable():
+    span = make_span(
+        "bad\x00name",
+        attributes={
+            "nan": float("nan"),
+            "inf": float("-inf"),
+            "nul\x00key": "nul\x00value",
+            "nested": [1.5, "a\x00b", True],
+        },
+    )
+    decoded = decode_record(envelope(span))
+
+    row = dict(zip(SPAN_COLUMNS, decoded.span, strict=True))
+    assert row["name"] == "badname"
+    assert json.loads(row["attributes"][1:]) == {
+        "nan": "nan",
+        "inf": "-inf",
+        "nulkey": "nulvalue",
+        "nested": [1.5, "ab", True],
+    }
+
+
+def test_writer_stores_a_batch_holding_duplicates_and_stored_rows_once(database_url):
+    spans = [make_span(f"w{i}", attributes=llm_attributes()) for i in range(6)]
+    decoded = [decode_record(envelope(s)) for s in spans]
+    writer = SpanWriter(database_url)
+    try:
+        first = writer.write(decoded[:3])
+        # Three stored already, one twice within the batch, two new.
+        second = writer.write(decoded + decoded[4:5])
+        third = writer.write(decoded)
+    finally:
+        writer.close()
+
+    assert (first.spans, first.llm_calls) == (3, 3)
+    assert (second.spans, second.llm_calls) == (3, 3)
+    assert (third.spans, third.llm_calls) == (0, 0)
+    assert writer.conflicts == 1  # the second write fell back to the merge
+    assert count_rows(database_url, "spans") == 6
+    assert count_rows(database_url, "llm_calls") == 6
+    with connect(database_url) as conn:
+        attributes = conn.execute(
+            "SELECT attributes->>'gen_ai.request.model' FROM spans LIMIT 1"
+        ).fetchone()[0]
+    assert attributes == "sim/steady"
 
 
 @pytest.mark.parametrize(
@@ -128,22 +184,64 @@ def test_committed_offsets_let_a_restarted_group_resume_without_rereading(
     assert consumer.stats.records == 5
 
 
-def test_postgres_outage_is_retried_without_loss(kafka_bootstrap, topics, database_url):
-    # A dedicated database made unavailable: connections refused and cut.
+def _set_available(database_url: str, available: bool) -> None:
+    """Makes the test's own database refuse (and cut) connections, or not."""
     name = database_url.rsplit("/", 1)[1].split("?")[0]
     admin = database_url.rsplit("/", 1)[0] + "/postgres"
-
-    def set_available(available: bool) -> None:
-        with connect(admin, autocommit=True) as conn:
+    with connect(admin, autocommit=True) as conn:
+        conn.execute(
+            f"ALTER DATABASE {name} ALLOW_CONNECTIONS {str(available).lower()}"
+        )
+        if not available:
             conn.execute(
-                f"ALTER DATABASE {name} ALLOW_CONNECTIONS {str(available).lower()}"
+                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+                "WHERE datname = %s",
+                (name,),
             )
-            if not available:
-                conn.execute(
-                    "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
-                    "WHERE datname = %s",
-                    (name,),
-                )
+
+
+def _committed(bootstrap: str, group: str, topic: str, partitions: int) -> int:
+    reader = Consumer({"bootstrap.servers": bootstrap, "group.id": group})
+    try:
+        offsets = reader.committed(
+            [TopicPartition(topic, p) for p in range(partitions)], timeout=10
+        )
+    finally:
+        reader.close()
+    return sum(max(0, tp.offset) for tp in offsets)
+
+
+def test_offsets_are_committed_only_after_the_rows_are_stored(
+    kafka_bootstrap, topics, database_url
+):
+    spans = [make_span(f"o{i}") for i in range(30)]
+    produce(kafka_bootstrap, topics[0], [(s.trace_id, envelope(s)) for s in spans])
+    group = unique_topic("group")
+    _set_available(database_url, False)
+    try:
+        with running_consumer(
+            kafka_bootstrap, topics, database_url, group_id=group, batch_size=7
+        ) as consumer:
+            while consumer.stats.database_retries < 2:
+                time.sleep(0.05)
+            # Decoded and waiting, but nothing stored: nothing committed.
+            assert _committed(kafka_bootstrap, group, topics[0], 2) == 0
+            assert consumer.stats.records == 0
+
+            _set_available(database_url, True)
+            assert wait_for_rows(database_url, "spans", 30) == 30
+            while consumer.stats.records < 30:
+                time.sleep(0.05)
+            assert _committed(kafka_bootstrap, group, topics[0], 2) == 30
+    finally:
+        _set_available(database_url, True)
+    assert count_rows(database_url, "spans") == 30
+
+
+def test_postgres_outage_is_retried_without_loss(kafka_bootstrap, topics, database_url):
+    # A dedicated database made unavailable: connections refused and cut.
+    def set_available(available: bool) -> None:
+        _set_available(database_url, available)
 
     with running_consumer(kafka_bootstrap, topics, database_url) as consumer:
         before = [make_span(f"p{i}") for i in range(10)]
