@@ -101,6 +101,14 @@ def main() -> None:
     parser.add_argument("--profile", help="cProfile this process's runs into a file")
     parser.add_argument("--profile-router", help="cProfile the router into a file")
     parser.add_argument("--json", help="also write the figures here")
+    parser.add_argument(
+        "--router-env",
+        action="append",
+        default=[],
+        metavar="VAR=VALUE",
+        help="extra environment for the router process (repeat), e.g. "
+        "KOVERAGE_ROUTER_COALESCE_DELTAS=true",
+    )
     args = parser.parse_args()
     if args.quick:
         args.n, args.reps = 10, 1
@@ -111,7 +119,10 @@ async def _bench(args) -> dict:
     exam = build_exam(default_datasets_dir(), SUITES, args.n, args.seed)
     with tempfile.TemporaryDirectory(prefix="bench-eval-") as tmp:
         workdir = pathlib.Path(tmp)
-        router, address = _start_router(workdir, args.latency_ms, args.profile_router)
+        extra_env = dict(item.split("=", 1) for item in args.router_env)
+        router, address = _start_router(
+            workdir, args.latency_ms, args.profile_router, extra_env
+        )
         try:
             async with grpc.aio.insecure_channel(address) as channel:
                 await _wait_until_serving(channel, router)
@@ -222,7 +233,12 @@ async def _one_run(generate, exam, args, out_dir, router, profiler) -> dict:
     }
 
 
-def _start_router(workdir: pathlib.Path, latency_ms: float, profile: str | None):
+def _start_router(
+    workdir: pathlib.Path,
+    latency_ms: float,
+    profile: str | None,
+    extra_env: dict[str, str],
+):
     personas, models = {}, []
     for model_id, (responder, options) in {**_MODELS, **_JUDGES}.items():
         name = model_id.split("/", 1)[1]
@@ -258,6 +274,7 @@ def _start_router(workdir: pathlib.Path, latency_ms: float, profile: str | None)
         "KOVERAGE_OTLP_ENDPOINT": "",
         "KOVERAGE_AUTH_REQUIRED": "false",
         "KOVERAGE_SHUTDOWN_GRACE_S": "1",
+        **extra_env,
     }
     command = [sys.executable]
     if profile:
