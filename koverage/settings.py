@@ -140,7 +140,13 @@ class Settings:
     catalog models with provider `openai_compatible`; empty disables it."""
 
     openai_compatible_api_key: str = ""
-    """API key for that server, if it needs one."""
+    """API key for that server, if it needs one; also the key of catalog
+    entries with their own `base_url` and no `api_key_env`."""
+
+    openai_compatible_models: str = ""
+    """Comma-separated model names served at `openai_compatible_base_url`
+    (e.g. `llama3.2,qwen2.5:7b`); each becomes catalog model
+    `openai_compatible/<name>`, unpriced, with an 8192-token context window."""
 
     first_token_timeout_s: float = 30.0
     """Longest wait for a provider's first token before trying the fallback."""

@@ -12,6 +12,11 @@ from services.router._errors import ModelNotFoundError
 DEFAULT_CATALOG_PATH = pathlib.Path(__file__).with_name("catalog.yaml")
 PROVIDERS = frozenset({"openrouter", "modal", "openai_compatible", "simulator"})
 
+# Models named in KOVERAGE_OPENAI_COMPATIBLE_MODELS get this id prefix and
+# context window; a catalog entry sets both per model instead.
+ENV_MODEL_ID_PREFIX = "openai_compatible/"
+_ENV_MODEL_CONTEXT_WINDOW_TOKENS = 8192
+
 _MILLION = Decimal(1_000_000)
 # Costs are kept to a billionth of a dollar; finer digits are noise.
 _COST_QUANTUM = Decimal("0.000000001")
@@ -32,10 +37,17 @@ class ModelEntry:
     first_token_timeout_s: float | None = None
     persona: str = ""
     base_url: str = ""
+    api_key_env: str = ""
 
     @property
     def simulated(self) -> bool:
         return self.provider == "simulator"
+
+    @property
+    def provider_key(self) -> str:
+        """The provider instance that serves this model: the provider name, or
+        `openai_compatible@<base_url>` for an entry with its own base URL."""
+        return f"{self.provider}@{self.base_url}" if self.base_url else self.provider
 
     def cost_usd(
         self, input_tokens: int, output_tokens: int, duration_s: float
@@ -85,6 +97,52 @@ class Catalog:
 
     def __contains__(self, model_id: str) -> bool:
         return model_id in self._entries
+
+    def with_models(self, entries: list[ModelEntry]) -> "Catalog":
+        """A new catalog with `entries` added.
+
+        Raises:
+            ValueError: an added id is already in the catalog.
+        """
+        return Catalog([*self._entries.values(), *entries])
+
+
+def openai_compatible_models(names: str) -> list[ModelEntry]:
+    """Entries for the models KOVERAGE_OPENAI_COMPATIBLE_MODELS names.
+
+    Each comma-separated name (as the server knows it, such as `llama3.2` or
+    `qwen2.5:7b` for Ollama) becomes the model `openai_compatible/<name>`,
+    served at KOVERAGE_OPENAI_COMPATIBLE_BASE_URL.
+
+    Known limitation: these models are unpriced (cost 0) and get a context
+    window of 8192 tokens whatever the server allows, because a name carries
+    neither. A catalog entry with provider `openai_compatible` sets both.
+
+    Args:
+        names: Comma-separated model names; blanks are skipped.
+
+    Raises:
+        ValueError: a name contains whitespace.
+    """
+    entries = []
+    for name in filter(None, (n.strip() for n in names.split(","))):
+        if any(c.isspace() for c in name):
+            raise ValueError(
+                f"KOVERAGE_OPENAI_COMPATIBLE_MODELS entry {name!r} contains "
+                "whitespace; separate model names with commas"
+            )
+        entries.append(
+            ModelEntry(
+                id=ENV_MODEL_ID_PREFIX + name,
+                provider="openai_compatible",
+                provider_model=name,
+                input_usd_per_mtok=Decimal(0),
+                output_usd_per_mtok=Decimal(0),
+                gpu_usd_per_second=None,
+                context_window_tokens=_ENV_MODEL_CONTEXT_WINDOW_TOKENS,
+            )
+        )
+    return entries
 
 
 def load_catalog(path: str | pathlib.Path | None = None) -> Catalog:
@@ -137,6 +195,7 @@ def _parse_entry(path: pathlib.Path, row: dict) -> ModelEntry:
         )
     if provider == "simulator" and not row.get("persona"):
         raise ValueError(f"{path}: simulator model {model_id!r} needs a persona")
+    base_url, api_key_env = _endpoint_of(path, model_id, provider, row)
     return ModelEntry(
         id=model_id,
         provider=provider,
@@ -148,5 +207,29 @@ def _parse_entry(path: pathlib.Path, row: dict) -> ModelEntry:
         fallback_models=tuple(row.get("fallback_models") or ()),
         first_token_timeout_s=row.get("first_token_timeout_s"),
         persona=row.get("persona", ""),
-        base_url=row.get("base_url", ""),
+        base_url=base_url,
+        api_key_env=api_key_env,
     )
+
+
+def _endpoint_of(
+    path: pathlib.Path, model_id: str, provider: str, row: dict
+) -> tuple[str, str]:
+    """An entry's own `base_url` and `api_key_env`, validated."""
+    base_url = row.get("base_url") or ""
+    api_key_env = row.get("api_key_env") or ""
+    if not isinstance(base_url, str) or not isinstance(api_key_env, str):
+        raise ValueError(
+            f"{path}: model {model_id!r} base_url and api_key_env must be strings"
+        )
+    if base_url and provider != "openai_compatible":
+        raise ValueError(
+            f"{path}: model {model_id!r} sets base_url, which only provider "
+            f"openai_compatible takes ({provider} has its own KOVERAGE_* URL)"
+        )
+    if api_key_env and not base_url:
+        raise ValueError(
+            f"{path}: model {model_id!r} sets api_key_env without a base_url; "
+            "the shared server's key is KOVERAGE_OPENAI_COMPATIBLE_API_KEY"
+        )
+    return base_url.rstrip("/"), api_key_env

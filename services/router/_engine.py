@@ -184,7 +184,7 @@ class Router:
         tried: list[str] = []
         last_error: Exception | None = None
         for entry in chain:
-            provider = self._providers.get(entry.provider)
+            provider = self._providers.get(entry.provider_key)
             if provider is None:
                 last_error = ProviderUnavailableError(
                     f"provider {entry.provider!r} for model {entry.id!r} is not "
@@ -193,7 +193,7 @@ class Router:
                 )
                 tried.append(entry.id)
                 continue
-            breaker = self._breakers[entry.provider]
+            breaker = self._breakers[entry.provider_key]
             if not breaker.allow():
                 last_error = ProviderUnavailableError(
                     f"circuit for provider {entry.provider!r} is open after repeated "

@@ -65,6 +65,24 @@ def test_unknown_model_lists_known_ones():
             },
             "unknown",
         ),
+        (
+            {
+                "id": "a",
+                "provider": "openrouter",
+                "context_window_tokens": 5,
+                "base_url": "http://127.0.0.1:1/v1",
+            },
+            "only provider openai_compatible",
+        ),
+        (
+            {
+                "id": "a",
+                "provider": "openai_compatible",
+                "context_window_tokens": 5,
+                "api_key_env": "SOME_KEY",
+            },
+            "api_key_env without a base_url",
+        ),
     ],
 )
 def test_malformed_catalog_is_rejected_with_the_field_named(tmp_path, row, message):
