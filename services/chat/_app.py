@@ -20,6 +20,10 @@ ABANDONED_REASON = "the chat process stopped while the answer was streaming"
 """failure_reason of messages a stopped process left streaming."""
 
 _POOL_MAX_SIZE = 10
+# How long a call waits for a pooled connection before it gets UNAVAILABLE:
+# long enough for a burst of turns, short enough that a database outage is
+# reported while the client still waits.
+_POOL_TIMEOUT_S = 5.0
 
 logger = logging.getLogger(__name__)
 
@@ -50,7 +54,11 @@ async def build_server(settings: Settings, *, recover: bool = True) -> MeshServe
     """
     _require_database_url(settings.database_url)
     pool = await open_async_pool(
-        settings.database_url, min_size=1, max_size=_POOL_MAX_SIZE, name="chat"
+        settings.database_url,
+        min_size=1,
+        max_size=_POOL_MAX_SIZE,
+        name="chat",
+        timeout_s=_POOL_TIMEOUT_S,
     )
     store = ChatStore(pool)
     if recover:

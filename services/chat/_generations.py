@@ -22,6 +22,19 @@ Persistence rule: the partial answer is written to its message row at most
 once every `persist_interval_s` while text arrives (so a killed process
 loses at most that much text), and the final text and outcome once at the
 end, whatever the end was: complete, refused, cancelled or failed.
+
+Model text is made storable as it arrives: Postgres text cannot hold NUL
+(U+0000), so NUL characters are removed from the model's output before it
+is buffered, streamed or stored. Offsets count the text without them.
+
+A failed final write: the write is retried `_FINISH_WRITE_ATTEMPTS` times
+with backoff. If it still fails, the watchers get a FAILED outcome (never
+COMPLETE for an answer that is not stored), the generation stays in the
+registry, so ResumeGeneration replays it, and the registry keeps retrying
+to store that failed outcome in the background, with capped backoff, until
+it is stored; a new turn on the same conversation tries it at once. So the
+row does not stay `streaming` in a running process once the database is
+back, and the next turn works.
 """
 
 import asyncio
@@ -36,7 +49,7 @@ from decimal import Decimal
 import grpc
 
 from koverage.chat.v1 import chat_pb2
-from koverage.errors import error_from_rpc
+from koverage.errors import UnavailableError, error_from_rpc
 from koverage.router.v1 import router_pb2, router_pb2_grpc
 from services.chat._convert import completed_event
 from services.chat._history import CHARS_PER_TOKEN, PromptPlan
@@ -47,6 +60,9 @@ PERSIST_INTERVAL_S = 1.0
 """Longest time partial text stays only in memory while a generation streams."""
 
 _GENERATION_DEADLINE_S = 600.0
+_FINISH_WRITE_ATTEMPTS = 3
+_FINISH_RETRY_DELAY_S = 0.2  # doubles after each failed attempt
+_SETTLE_RETRY_MAX_DELAY_S = 30.0
 _LEFT_AT_ONCE_REASON = (
     "the client cancelled its StreamChat call or disconnected before the "
     "answer ended, and asked for cancel_on_disconnect"
@@ -98,6 +114,8 @@ class Generation:
         self._orphan_timer: asyncio.TimerHandle | None = None
         self.completed: chat_pb2.ChatCompleted | None = None
         self.record: MessageRecord | None = None
+        self.unstored: Outcome | None = None
+        """The outcome watchers were told but the store could not take yet."""
         self.task: asyncio.Task | None = None
 
     @property
@@ -174,17 +192,18 @@ class Generation:
                 if response.HasField("summary"):
                     summary = response.summary
                     continue
-                if not response.delta.text:
+                text = response.delta.text.replace("\x00", "")
+                if not text:
                     continue
                 if ttft_ms is None:
                     ttft_ms = (time.perf_counter() - spec.requested_at) * 1000
-                self._append(response.delta.text)
+                self._append(text)
                 if (
                     time.monotonic() - last_persist >= PERSIST_INTERVAL_S
                     and self._length > persisted_length
                 ):
-                    persisted_length = self._length
-                    await store.save_progress(spec.message_id, self.text)
+                    if await _save_progress(store, spec.message_id, self.text):
+                        persisted_length = self._length
                     last_persist = time.monotonic()
             outcome = self._summary_outcome(summary, ttft_ms)
         except asyncio.CancelledError:
@@ -300,25 +319,80 @@ class Generation:
     async def _finish(self, store: ChatStore, outcome: Outcome) -> None:
         # The write must survive a second cancellation (server shutdown).
         try:
-            self.record = await asyncio.shield(
-                store.finish_message(self.spec.message_id, outcome)
+            self.record, error = await asyncio.shield(
+                self._write_outcome(store, outcome)
             )
         except asyncio.CancelledError:
             logger.warning(
                 "outcome write interrupted; the row stays streaming until restart",
                 extra={"message_id": self.spec.message_id},
             )
-        except Exception:
-            # The row stays `streaming`; the next start marks it failed.
-            logger.exception(
-                "could not store a generation's outcome",
-                extra={"message_id": self.spec.message_id},
-            )
+        else:
+            if error is not None:
+                outcome = _unstored_outcome(outcome, error)
+                self.unstored = outcome
         if self._orphan_timer is not None:
             self._orphan_timer.cancel()
             self._orphan_timer = None
         self.completed = completed_event(self.spec.message_id, outcome)
         self._notify()
+
+    async def _write_outcome(
+        self, store: ChatStore, outcome: Outcome
+    ) -> tuple[MessageRecord | None, Exception | None]:
+        """Stores `outcome`, retrying with backoff; returns (record, None) or,
+        after the last attempt failed, (None, its error)."""
+        delay_s = _FINISH_RETRY_DELAY_S
+        for attempt in range(1, _FINISH_WRITE_ATTEMPTS + 1):
+            try:
+                return await store.finish_message(self.spec.message_id, outcome), None
+            except UnavailableError as exc:
+                error = exc
+                logger.warning(
+                    "could not store a generation's outcome",
+                    extra={"message_id": self.spec.message_id, "attempt": attempt},
+                )
+            except Exception as exc:
+                error = exc
+                logger.exception(
+                    "unexpected error storing a generation's outcome",
+                    extra={"message_id": self.spec.message_id, "attempt": attempt},
+                )
+            if attempt < _FINISH_WRITE_ATTEMPTS:
+                await asyncio.sleep(delay_s)
+                delay_s *= 2
+        logger.error(
+            "gave up storing a generation's outcome for now; reporting it failed",
+            extra={"message_id": self.spec.message_id},
+        )
+        return None, error
+
+    async def _store_unstored(self, store: ChatStore) -> bool:
+        """One try at storing the outcome `_finish` could not; True once
+        stored (or once the row needs it no more)."""
+        if self.unstored is None:
+            return True
+        try:
+            record = await store.finish_message(self.message_id, self.unstored)
+        except UnavailableError:
+            logger.debug(
+                "outcome still not stored", extra={"message_id": self.message_id}
+            )
+            return False
+        except Exception:
+            logger.exception(
+                "unexpected error storing a generation's outcome",
+                extra={"message_id": self.message_id},
+            )
+            return False
+        # None: another try stored it first, or the row is gone (deleted).
+        self.record = record or self.record
+        self.unstored = None
+        logger.info(
+            "stored a generation's outcome after the database came back",
+            extra={"message_id": self.message_id},
+        )
+        return True
 
 
 class GenerationRegistry:
@@ -352,6 +426,7 @@ class GenerationRegistry:
         self._orphan_grace_s = orphan_grace_s
         self._draining = False
         self._live: dict[str, Generation] = {}
+        self._settlers: set[asyncio.Task] = set()
 
     def start(self, spec: GenerationSpec) -> Generation:
         """Starts the generation's task; it leaves the registry when stored."""
@@ -362,7 +437,10 @@ class GenerationRegistry:
             try:
                 await generation.run(self._router, self._store)
             finally:
-                self._live.pop(spec.message_id, None)
+                if generation.unstored is None:
+                    self._live.pop(spec.message_id, None)
+                else:
+                    self._settle_later(generation)
 
         generation.task = asyncio.create_task(
             run(), name=f"generation-{spec.message_id}"
@@ -409,8 +487,24 @@ class GenerationRegistry:
             if g.spec.tenant == tenant and g.spec.conversation_id == conversation_id
         ]
 
+    async def store_unstored(self, tenant: str, conversation_id: str) -> bool:
+        """Tries now to store the outcomes of the conversation's generations
+        whose final write failed; True if one got stored, so a turn refused
+        for a row still `streaming` may be retried."""
+        stored = False
+        for generation in self.in_conversation(tenant, conversation_id):
+            if generation.unstored is not None:
+                stored |= await generation._store_unstored(self._store)
+        return stored
+
     async def stop_all(self, reason: str) -> None:
-        """Fails every live generation with `reason` and waits for the writes."""
+        """Fails every live generation with `reason` and waits for the writes.
+
+        Outcomes still waiting for the database are given up: their rows
+        stay `streaming`, and the next start marks them failed.
+        """
+        for settler in list(self._settlers):
+            settler.cancel()
         generations = list(self._live.values())
         for generation in generations:
             generation.cancel("failed", reason)
@@ -421,6 +515,24 @@ class GenerationRegistry:
                 raise
             except Exception:
                 logger.exception("generation ended with an error")
+
+    def _settle_later(self, generation: Generation) -> None:
+        """Retries the failed final write in the background until it is
+        stored, with capped exponential backoff; the generation stays
+        registered meanwhile."""
+
+        async def settle() -> None:
+            delay_s = _FINISH_RETRY_DELAY_S
+            try:
+                while not await generation._store_unstored(self._store):
+                    await asyncio.sleep(delay_s)
+                    delay_s = min(2 * delay_s, _SETTLE_RETRY_MAX_DELAY_S)
+            finally:
+                self._live.pop(generation.message_id, None)
+
+        task = asyncio.create_task(settle(), name=f"settle-{generation.message_id}")
+        self._settlers.add(task)
+        task.add_done_callback(self._settlers.discard)
 
     def _leave(self, generation: Generation, cancel_on_leave: bool) -> None:
         orphaned = generation._detach()
@@ -451,6 +563,38 @@ def _orphan_reason(grace_s: float) -> str:
         "the StreamChat call ended before the answer did (the client cancelled "
         f"or disconnected) and no ResumeGeneration attached within {grace_s:g} s"
     )
+
+
+def _unstored_outcome(outcome: Outcome, error: Exception) -> Outcome:
+    """What watchers are told when `outcome` could not be stored: failed,
+    with the same text and usage."""
+    if isinstance(error, UnavailableError):
+        cause = str(error)
+    else:
+        cause = f"internal error in chat: {type(error).__name__}"
+    return dataclasses.replace(
+        outcome,
+        status="failed",
+        finish_reason="error",
+        failure_reason=(
+            f"the answer ended ({outcome.status}) but could not be stored: "
+            f"{cause}. It is stored as failed once the database is back; "
+            "send the turn again then"
+        ),
+    )
+
+
+async def _save_progress(store: ChatStore, message_id: str, text: str) -> bool:
+    """Stores partial text; a failure only delays it (the final write
+    matters), so it is logged and reported, never raised."""
+    try:
+        await store.save_progress(message_id, text)
+    except UnavailableError:
+        logger.warning(
+            "could not store partial text; will retry", extra={"message_id": message_id}
+        )
+        return False
+    return True
 
 
 def _generate_request(spec: GenerationSpec) -> router_pb2.GenerateRequest:

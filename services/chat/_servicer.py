@@ -87,7 +87,7 @@ class ChatServicer(chat_pb2_grpc.ChatServiceServicer):
         requested_at = time.perf_counter()
         tenant = current_tenant()
         content = _checked_content(request.content)
-        _check_length(request.system_prompt, MAX_SYSTEM_PROMPT_CHARS, "system_prompt")
+        _check_text(request.system_prompt, MAX_SYSTEM_PROMPT_CHARS, "system_prompt")
         temperature = request.temperature if request.HasField("temperature") else None
         if temperature is not None and not 0.0 <= temperature <= 2.0:
             raise InvalidArgumentError(
@@ -129,8 +129,9 @@ class ChatServicer(chat_pb2_grpc.ChatServiceServicer):
             )
 
         trace_id = format(trace.get_current_span().get_span_context().trace_id, "032x")
-        turn, prompt = await self._store_turn(
-            self._store.start_turn(
+
+        def start_turn():
+            return self._store.start_turn(
                 tenant,
                 conversation_id,
                 new_conversation,
@@ -139,7 +140,17 @@ class ChatServicer(chat_pb2_grpc.ChatServiceServicer):
                 trace_id,
                 plan,
             )
-        )
+
+        # A row left streaming by a final write that failed (its outcome is
+        # still waiting for the database) blocks the turn; store it and retry.
+        try:
+            turn, prompt = await self._store_turn(start_turn())
+        except FailedPreconditionError:
+            if conversation_id is None or not await self._generations.store_unstored(
+                tenant, conversation_id
+            ):
+                raise
+            turn, prompt = await self._store_turn(start_turn())
         generation = self._generations.start(
             GenerationSpec(
                 tenant=tenant,
@@ -202,8 +213,8 @@ class ChatServicer(chat_pb2_grpc.ChatServiceServicer):
         self, request: chat_pb2.CreateConversationRequest, context
     ) -> chat_pb2.CreateConversationResponse:
         tenant = current_tenant()
-        _check_length(request.title, MAX_TITLE_CHARS, "title")
-        _check_length(request.system_prompt, MAX_SYSTEM_PROMPT_CHARS, "system_prompt")
+        _check_text(request.title, MAX_TITLE_CHARS, "title")
+        _check_text(request.system_prompt, MAX_SYSTEM_PROMPT_CHARS, "system_prompt")
         model = await self._catalog.get(request.model or self._default_model)
         record = await self._store.create_conversation(
             tenant,
@@ -268,6 +279,11 @@ class ChatServicer(chat_pb2_grpc.ChatServiceServicer):
         tenant = current_tenant()
         message_id = _parse_id(request.message_id, "message_id")
         generation = self._generations.get(tenant, message_id)
+        if generation is not None and generation.unstored is not None:
+            raise FailedPreconditionError(
+                f"generation {message_id} already finished with status failed "
+                "(its outcome is waiting for the database); nothing to cancel"
+            )
         live = generation is not None and generation.cancel(
             "cancelled", "cancelled by CancelGeneration"
         )
@@ -332,14 +348,22 @@ def _checked_content(content: str) -> str:
         raise InvalidArgumentError(
             "content is empty; send 1 to 32,768 characters of text", field="content"
         )
-    _check_length(content, MAX_CONTENT_CHARS, "content")
+    _check_text(content, MAX_CONTENT_CHARS, "content")
     return content
 
 
-def _check_length(value: str, limit: int, field: str) -> None:
+def _check_text(value: str, limit: int, field: str) -> None:
+    """Refuses text longer than `limit` characters, or text Postgres cannot
+    store (it has no NUL character in text)."""
     if len(value) > limit:
         raise InvalidArgumentError(
             f"{field} has {len(value)} characters; at most {limit} are allowed",
+            field=field,
+        )
+    if "\x00" in value:
+        raise InvalidArgumentError(
+            f"{field} contains a NUL character (\\x00) at index "
+            f"{value.index(chr(0))}, which cannot be stored; remove it",
             field=field,
         )
 

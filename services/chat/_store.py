@@ -5,13 +5,20 @@ conversation of another tenant looks exactly like one that does not exist.
 A turn starts with one transaction that stores the user message and an
 assistant message with status `streaming`; the generation then updates that
 row while it streams and once more when it ends.
+
+Database errors are translated here, once: a lost connection, a server
+shutting down or a pool that gives no connection in time
+(`psycopg.OperationalError`, which `PoolTimeout` and `TooManyRequests`
+extend) become `UnavailableError`, so callers see UNAVAILABLE with a clear
+message rather than INTERNAL.
 """
 
+import contextlib
 import dataclasses
 import datetime
 import logging
 import uuid
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from decimal import Decimal
 from typing import TypeVar
 
@@ -19,7 +26,7 @@ import psycopg
 from psycopg.rows import class_row
 from psycopg_pool import AsyncConnectionPool
 
-from koverage.errors import FailedPreconditionError, NotFoundError
+from koverage.errors import FailedPreconditionError, NotFoundError, UnavailableError
 
 T = TypeVar("T")
 
@@ -124,7 +131,7 @@ class ChatStore:
         self, tenant: str, spec: NewConversation
     ) -> ConversationRecord:
         """Stores an empty conversation and returns it."""
-        async with self._pool.connection() as conn:
+        async with self._connection() as conn:
             return await _insert_conversation(conn, tenant, spec)
 
     async def list_conversations(
@@ -146,7 +153,7 @@ class ChatStore:
             where += " AND (c.create_time, c.id) < (%s, %s::uuid)"
             params += [after[0], after[1]]
         params.append(limit)
-        async with self._pool.connection() as conn:
+        async with self._connection() as conn:
             cur = conn.cursor(row_factory=class_row(ConversationRecord))
             await cur.execute(
                 f"SELECT {_CONVERSATION_COLUMNS} FROM chat_conversations c "
@@ -163,7 +170,7 @@ class ChatStore:
         Raises:
             NotFoundError: No such conversation for this tenant.
         """
-        async with self._pool.connection() as conn:
+        async with self._connection() as conn:
             return await _conversation(conn, tenant, conversation_id)
 
     async def get_conversation_with_messages(
@@ -174,7 +181,7 @@ class ChatStore:
         Raises:
             NotFoundError: No such conversation for this tenant.
         """
-        async with self._pool.connection() as conn, conn.transaction():
+        async with self._connection() as conn, conn.transaction():
             conversation = await _conversation(conn, tenant, conversation_id)
             messages = await _messages(conn, conversation_id)
         return conversation, messages
@@ -185,7 +192,7 @@ class ChatStore:
         Raises:
             NotFoundError: No such conversation for this tenant.
         """
-        async with self._pool.connection() as conn:
+        async with self._connection() as conn:
             cur = await conn.execute(
                 "DELETE FROM chat_conversations WHERE id = %s AND tenant = %s",
                 (conversation_id, tenant),
@@ -225,7 +232,7 @@ class ChatStore:
             NotFoundError: The conversation does not exist for this tenant.
             FailedPreconditionError: It already has a generation streaming.
         """
-        async with self._pool.connection() as conn:
+        async with self._connection() as conn:
             try:
                 async with conn.transaction():
                     if conversation_id is None:
@@ -272,7 +279,7 @@ class ChatStore:
 
     async def save_progress(self, message_id: str, content: str) -> None:
         """Stores the partial answer of a message that is still streaming."""
-        async with self._pool.connection() as conn:
+        async with self._connection() as conn:
             await conn.execute(
                 "UPDATE chat_messages SET content = %s, update_time = now() "
                 "WHERE id = %s AND status = 'streaming'",
@@ -284,7 +291,7 @@ class ChatStore:
     ) -> MessageRecord | None:
         """Stores how a streaming message ended; None if it was not streaming
         any more (deleted with its conversation, or marked failed at start)."""
-        async with self._pool.connection() as conn, conn.transaction():
+        async with self._connection() as conn, conn.transaction():
             cur = conn.cursor(row_factory=class_row(MessageRecord))
             await cur.execute(
                 "UPDATE chat_messages m SET status = %s, content = %s, "
@@ -330,7 +337,7 @@ class ChatStore:
         Raises:
             NotFoundError: No such generation for this tenant.
         """
-        async with self._pool.connection() as conn:
+        async with self._connection() as conn:
             cur = conn.cursor(row_factory=class_row(MessageRecord))
             await cur.execute(
                 f"SELECT {_MESSAGE_COLUMNS} FROM chat_messages m "
@@ -361,7 +368,7 @@ class ChatStore:
         Returns:
             How many messages were marked failed.
         """
-        async with self._pool.connection() as conn:
+        async with self._connection() as conn:
             cur = await conn.execute(
                 "UPDATE chat_messages SET status = 'failed', failure_reason = %s, "
                 "finish_reason = 'error', update_time = now() "
@@ -369,6 +376,21 @@ class ChatStore:
                 (reason,),
             )
             return cur.rowcount
+
+    @contextlib.asynccontextmanager
+    async def _connection(self) -> AsyncIterator[psycopg.AsyncConnection]:
+        """A pooled connection; database outages raise UnavailableError."""
+        try:
+            async with self._pool.connection() as conn:
+                yield conn
+        except psycopg.OperationalError as exc:
+            logger.warning(
+                "chat database unavailable", extra={"error_type": type(exc).__name__}
+            )
+            raise UnavailableError(
+                f"the chat database is unavailable ({type(exc).__name__}); "
+                "retry shortly"
+            ) from exc
 
 
 async def _insert_conversation(
