@@ -82,6 +82,24 @@ class Settings:
     kafka_spans_partitions: int = 4
     """Partitions the spans topic is created with when it does not exist."""
 
+    kafka_security_protocol: str = "PLAINTEXT"
+    """How Kafka clients reach the brokers: PLAINTEXT, SSL, SASL_PLAINTEXT or
+    SASL_SSL (librdkafka `security.protocol`)."""
+
+    kafka_sasl_mechanism: str = ""
+    """SASL mechanism with a SASL_* protocol: PLAIN, SCRAM-SHA-256 or
+    SCRAM-SHA-512; empty with PLAINTEXT or SSL."""
+
+    kafka_sasl_username: str = ""
+    """SASL user name with a SASL_* protocol."""
+
+    kafka_sasl_password: str = ""
+    """SASL password with a SASL_* protocol; never logged."""
+
+    kafka_ssl_ca_location: str = ""
+    """PEM file of the CA that signed the brokers' certificates, with SSL or
+    SASL_SSL; empty trusts the system's CA bundle."""
+
     ingest_rate_limit_spans_per_s: float = 50000.0
     """Spans per second each tenant may send to ingest; 0 disables the limit."""
 

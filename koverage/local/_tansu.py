@@ -78,6 +78,7 @@ def ensure_topics(
     *,
     replication_factor: int = 1,
     timeout_s: float = 10.0,
+    client_config: Mapping[str, object] | None = None,
 ) -> None:
     """Creates each topic that does not exist yet.
 
@@ -89,6 +90,8 @@ def ensure_topics(
         topics: Topic name to partition count (at least 1).
         replication_factor: Replicas of each new topic.
         timeout_s: Deadline for the whole operation.
+        client_config: Extra librdkafka settings of the admin client, such as
+            `koverage.kafka_config.kafka_client_config` (TLS, SASL).
 
     Raises:
         ValueError: A partition count below 1.
@@ -97,7 +100,7 @@ def ensure_topics(
     for name, partitions in topics.items():
         if partitions < 1:
             raise ValueError(f"topics[{name!r}]={partitions}: partitions must be >= 1")
-    admin = AdminClient({"bootstrap.servers": bootstrap})
+    admin = AdminClient({"bootstrap.servers": bootstrap, **(client_config or {})})
     existing = admin.list_topics(timeout=timeout_s).topics
 
     for name, partitions in topics.items():

@@ -3,6 +3,7 @@
 import grpc
 from opentelemetry.proto.collector.trace.v1 import trace_service_pb2
 
+from koverage.kafka_config import kafka_client_config
 from koverage.local import ensure_topics
 from koverage.serving import MeshServer
 from koverage.settings import Settings
@@ -28,8 +29,10 @@ def build_server(
         create_topics: Create the spans and dead-letter topics if missing.
 
     Raises:
-        ValueError: no Kafka bootstrap servers are configured.
+        ValueError: no Kafka bootstrap servers are configured, or the Kafka
+            security settings contradict each other.
     """
+    kafka_config = kafka_client_config(settings)
     if create_topics and settings.kafka_bootstrap:
         ensure_topics(
             settings.kafka_bootstrap,
@@ -37,9 +40,12 @@ def build_server(
                 settings.kafka_spans_topic: settings.kafka_spans_partitions,
                 settings.kafka_dead_letter_topic: 1,
             },
+            client_config=kafka_config,
         )
     owns_publisher = publisher is None
-    publisher = publisher or KafkaPublisher(settings.kafka_bootstrap)
+    publisher = publisher or KafkaPublisher(
+        settings.kafka_bootstrap, config=kafka_config
+    )
     servicer = IngestServicer(
         publisher,
         TenantRateLimiter(

@@ -6,6 +6,7 @@ import logging
 import threading
 
 from koverage.db import migrate, open_async_pool
+from koverage.kafka_config import kafka_client_config
 from koverage.local import ensure_topics
 from koverage.serving import MeshServer
 from koverage.settings import Settings
@@ -36,6 +37,7 @@ def build_consumer(settings: Settings, **overrides) -> SpanConsumer:
         "dead_letter_topic": settings.kafka_dead_letter_topic,
         "database_url": settings.database_url,
         "batch_size": settings.worker_batch_size,
+        "kafka_client_config": kafka_client_config(settings),
         **overrides,
     }
     return SpanConsumer(ConsumerConfig(**fields))
@@ -54,12 +56,15 @@ async def build_worker(
         consume: Run the span consumer (False serves only the read API).
 
     Raises:
-        ValueError: a required setting is empty.
+        ValueError: a required setting is empty, or the Kafka security
+            settings contradict each other.
     """
     if not settings.database_url:
         raise ValueError("database_url is empty: set KOVERAGE_DATABASE_URL")
     if consume and not settings.kafka_bootstrap:
         raise ValueError("kafka_bootstrap is empty: set KOVERAGE_KAFKA_BOOTSTRAP")
+    # Contradictory Kafka security settings fail before any work is done.
+    kafka_config = kafka_client_config(settings) if consume else {}
     await asyncio.to_thread(migrate_database, settings.database_url)
 
     pool = await open_async_pool(
@@ -83,6 +88,7 @@ async def build_worker(
                 settings.kafka_spans_topic: settings.kafka_spans_partitions,
                 settings.kafka_dead_letter_topic: 1,
             },
+            client_config=kafka_config,
         )
         consumer = build_consumer(settings)
         thread = threading.Thread(

@@ -91,6 +91,8 @@ class ConsumerConfig:
     database_url: str
     batch_size: int = 5000
     kafka_overrides: dict = dataclasses.field(default_factory=dict)
+    kafka_client_config: dict = dataclasses.field(default_factory=dict)
+    """TLS and SASL entries of every client (`koverage.kafka_config`)."""
 
 
 class SpanConsumer:
@@ -114,6 +116,7 @@ class SpanConsumer:
                 config.bootstrap,
                 config.group_id,
                 {
+                    **config.kafka_client_config,
                     "enable.auto.commit": False,
                     "enable.auto.offset.store": False,
                     "auto.offset.reset": "earliest",
@@ -123,7 +126,11 @@ class SpanConsumer:
             )
         )
         self._producer = Producer(
-            {"bootstrap.servers": config.bootstrap, "enable.idempotence": True}
+            {
+                "bootstrap.servers": config.bootstrap,
+                "enable.idempotence": True,
+                **config.kafka_client_config,
+            }
         )
 
     def stop(self) -> None:
