@@ -7,7 +7,8 @@ import grpc
 import pytest
 from google.rpc import error_details_pb2, status_pb2
 
-from koverage.router.v1 import router_pb2
+from koverage.router.v1 import router_pb2, router_pb2_grpc
+from koverage.serving import connect
 from tests.fixtures.openai_server import Scenario
 from tests.router.conftest import collect, request, running_router
 
@@ -169,6 +170,7 @@ async def test_open_circuit_skips_the_provider(tmp_path, upstreams):
         ({"model": ""}, grpc.StatusCode.INVALID_ARGUMENT),
         ({"temperature": 3.5}, grpc.StatusCode.INVALID_ARGUMENT),
         ({"max_output_tokens": 0}, grpc.StatusCode.INVALID_ARGUMENT),
+        ({"fallback_models": ["no/such-fallback"]}, grpc.StatusCode.NOT_FOUND),
     ],
 )
 async def test_bad_requests_get_their_status(tmp_path, upstreams, fields, code):
@@ -199,6 +201,84 @@ async def test_no_messages_and_bad_role_are_invalid(tmp_path, upstreams):
     assert empty.value.code() == grpc.StatusCode.INVALID_ARGUMENT
     assert role.value.code() == grpc.StatusCode.INVALID_ARGUMENT
     assert "role" in role.value.details()
+
+
+@pytest.mark.parametrize(
+    ("messages", "named"),
+    [
+        # One past the router's limits: 1024 messages, 2,000,000 characters.
+        (
+            [router_pb2.ChatMessage(role=router_pb2.ROLE_USER, content="hi")] * 1025,
+            "1025 messages",
+        ),
+        (
+            [
+                router_pb2.ChatMessage(
+                    role=router_pb2.ROLE_USER, content="x" * 2_000_001
+                )
+            ],
+            "2000001 characters",
+        ),
+    ],
+    ids=["too-many-messages", "oversized-prompt"],
+)
+async def test_oversized_requests_are_invalid_and_never_reach_the_provider(
+    tmp_path, upstreams, messages, named
+):
+    oversized = router_pb2.GenerateRequest(model="fixture/model", messages=messages)
+    async with running_router(tmp_path, upstreams["providers"]) as (stub, _, _):
+        with pytest.raises(grpc.aio.AioRpcError) as caught:
+            await collect(stub.Generate(oversized, timeout=10))
+        # The same server still answers a request within the limits.
+        texts, _ = await collect(stub.Generate(request(), timeout=10))
+
+    assert caught.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert named in caught.value.details()
+    assert "".join(texts) == "Hello from the fixture."
+    assert len(upstreams["generic"].requests) == 1
+
+
+async def test_the_unknown_fallback_is_named_in_the_not_found_message(
+    tmp_path, upstreams
+):
+    async with running_router(tmp_path, upstreams["providers"]) as (stub, _, _):
+        with pytest.raises(grpc.aio.AioRpcError) as caught:
+            await collect(
+                stub.Generate(
+                    request(fallback_models=["sim/steady", "no/such-fallback"]),
+                    timeout=10,
+                )
+            )
+
+    assert caught.value.code() == grpc.StatusCode.NOT_FOUND
+    assert "'no/such-fallback'" in caught.value.details()
+    assert upstreams["generic"].requests == []
+
+
+@pytest.mark.parametrize("key", ["", "k-wrong"], ids=["no-key", "unknown-key"])
+async def test_required_auth_refuses_list_models_and_generate(tmp_path, upstreams, key):
+    async with running_router(
+        tmp_path,
+        upstreams["providers"],
+        client_api_key=key,
+        auth_required=True,
+        api_keys="k-good=acme",
+    ) as (stub, _, server):
+        with pytest.raises(grpc.aio.AioRpcError) as listing:
+            await stub.ListModels(router_pb2.ListModelsRequest(), timeout=5)
+        with pytest.raises(grpc.aio.AioRpcError) as generating:
+            await collect(stub.Generate(request(), timeout=5))
+        async with connect(server.address, api_key="k-good") as channel:
+            good = router_pb2_grpc.RouterServiceStub(channel)
+            listed = await good.ListModels(router_pb2.ListModelsRequest(), timeout=5)
+            texts, _ = await collect(good.Generate(request(), timeout=10))
+
+    assert listing.value.code() == grpc.StatusCode.UNAUTHENTICATED
+    assert generating.value.code() == grpc.StatusCode.UNAUTHENTICATED
+    assert "API key" in generating.value.details()
+    # Only the call with the known key reached the provider.
+    assert len(upstreams["generic"].requests) == 1
+    assert listed.models and "".join(texts) == "Hello from the fixture."
 
 
 async def test_unconfigured_provider_is_unavailable_and_names_the_setting(
