@@ -7,7 +7,13 @@ import pytest
 
 from koverage.chat.v1 import chat_pb2, chat_pb2_grpc
 from koverage.serving import connect
-from tests.chat.conftest import read_until_chars, rpc_code, stored_answer, stream_turn
+from tests.chat.conftest import (
+    read_until_chars,
+    rpc_code,
+    running_chat,
+    stored_answer,
+    stream_turn,
+)
 from tests.fixtures.openai_server import Scenario
 
 # A long, slow answer: 200 tokens 50 ms apart, so every test ends it early.
@@ -203,3 +209,48 @@ async def test_deleting_a_conversation_cancels_its_generation(chat):
         )
         == grpc.StatusCode.NOT_FOUND
     )
+
+
+async def test_another_tenant_cannot_cancel_or_resume_a_live_generation(
+    router, database_url
+):
+    tokens = tuple(f" a{i}" for i in range(40))
+    router.upstream.default = Scenario(tokens=tokens, inter_token_delay_s=0.03)
+    async with running_chat(
+        router,
+        database_url,
+        api_keys="key-a=alpha,key-b=beta",
+        auth_required=True,
+        api_key="key-a",
+        chat_orphan_grace_s=600.0,
+    ) as alpha:
+        beta_channel = connect(alpha.address, api_key="key-b")
+        beta = chat_pb2_grpc.ChatServiceStub(beta_channel)
+        try:
+            call = alpha.stub.StreamChat(
+                chat_pb2.StreamChatRequest(content="long", model="fixture/model"),
+                timeout=30,
+            )
+            started, received = await read_until_chars(call, 6)
+
+            cancel = beta.CancelGeneration(
+                chat_pb2.CancelGenerationRequest(message_id=started.message_id),
+                timeout=5,
+            )
+            assert await rpc_code(cancel) == grpc.StatusCode.NOT_FOUND
+            with pytest.raises(grpc.aio.AioRpcError) as caught:
+                async for _ in beta.ResumeGeneration(
+                    chat_pb2.ResumeGenerationRequest(message_id=started.message_id),
+                    timeout=5,
+                ):
+                    pass
+            assert caught.value.code() == grpc.StatusCode.NOT_FOUND
+            rest = [event async for event in call]
+        finally:
+            await beta_channel.close()
+
+    # The owner's stream went on to the end, untouched.
+    deltas = [e.delta.text for e in rest if e.HasField("delta")]
+    assert deltas, "the answer ended before the other tenant's calls"
+    assert received + "".join(deltas) == "".join(tokens)
+    assert rest[-1].completed.status == chat_pb2.MESSAGE_STATUS_COMPLETE

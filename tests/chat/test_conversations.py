@@ -102,6 +102,17 @@ _BAD_CHAT_REQUESTS = [
         grpc.StatusCode.INVALID_ARGUMENT,
         "system_prompt",
     ),
+    # Postgres text cannot hold NUL; it must not reach the database.
+    (
+        {"content": "a\x00b"},
+        grpc.StatusCode.INVALID_ARGUMENT,
+        "content contains a NUL character",
+    ),
+    (
+        {"content": "hi", "system_prompt": "\x00"},
+        grpc.StatusCode.INVALID_ARGUMENT,
+        "system_prompt contains a NUL character",
+    ),
 ]
 
 
@@ -137,9 +148,26 @@ async def test_bad_paging_and_ids_are_invalid_arguments(chat):
         stub.CreateConversation(
             chat_pb2.CreateConversationRequest(title="t" * 201), timeout=5
         ),
+        stub.CreateConversation(
+            chat_pb2.CreateConversationRequest(title="a\x00b"), timeout=5
+        ),
+        stub.CreateConversation(
+            chat_pb2.CreateConversationRequest(system_prompt="\x00"), timeout=5
+        ),
     ]
     for call in calls:
         assert await rpc_code(call) == grpc.StatusCode.INVALID_ARGUMENT
+    with pytest.raises(grpc.aio.AioRpcError) as caught:
+        async for _ in stub.ResumeGeneration(
+            chat_pb2.ResumeGenerationRequest(message_id="not-an-id"), timeout=5
+        ):
+            pass
+    assert caught.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert "message_id='not-an-id' is not a UUID" in caught.value.details()
+    listed = await stub.ListConversations(
+        chat_pb2.ListConversationsRequest(), timeout=5
+    )
+    assert list(listed.conversations) == []
     unknown = str(uuid.uuid4())
     assert (
         await rpc_code(
@@ -217,7 +245,8 @@ async def test_tenants_cannot_see_or_touch_each_others_conversations(
             )
             assert list(listed.conversations) == []
 
-            # Missing and unknown keys are refused before anything runs.
+            # Missing and unknown keys are refused before anything runs,
+            # for unary calls and for StreamChat alike.
             for channel in (nobody_channel, wrong_channel):
                 stub = chat_pb2_grpc.ChatServiceStub(channel)
                 assert (
@@ -228,10 +257,15 @@ async def test_tenants_cannot_see_or_touch_each_others_conversations(
                     )
                     == grpc.StatusCode.UNAUTHENTICATED
                 )
+                for fields in ({}, {"conversation_id": conversation_id}):
+                    with pytest.raises(grpc.aio.AioRpcError) as caught:
+                        await stream_turn(stub, content="let me in", **fields)
+                    assert caught.value.code() == grpc.StatusCode.UNAUTHENTICATED
 
             # Alpha still has its conversation, untouched.
             mine = await alpha.stub.GetConversation(by_id, timeout=5)
             assert next(m.content for m in mine.messages) == "alpha's secret plan"
+            assert mine.conversation.message_count == 2
             listed = await alpha.stub.ListConversations(
                 chat_pb2.ListConversationsRequest(), timeout=5
             )
