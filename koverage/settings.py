@@ -109,6 +109,11 @@ class Settings:
     ingest_max_span_bytes: int = 65536
     """Largest encoded span the ingest service accepts."""
 
+    ingest_trusted_tenants: str = ""
+    """Comma-separated tenants trusted as relays (the mesh's own collector):
+    spans they send keep the tenant named by their `koverage.tenant`
+    attribute. Any other sender's spans get the sender's tenant."""
+
     worker_group_id: str = "koverage-worker"
     """Kafka consumer group of the span-writing workers."""
 

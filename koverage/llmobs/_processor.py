@@ -1,7 +1,11 @@
 """The span processor that redacts spans before they are queued for export.
 
 `RedactingSpanProcessor` sits in front of the export processor (normally a
-`BatchSpanProcessor`). In `on_end`, on the caller's thread, it:
+`BatchSpanProcessor`). In `on_start` it copies the parent's `koverage.tenant`
+onto a child span that names none, so every span of an RPC carries the
+caller's tenant (the server interceptor sets it on the RPC's span) and the
+ingest service can attribute spans relayed by a shared collector. In
+`on_end`, on the caller's thread, it:
 
 1. replaces PII and credentials in string attributes (and string sequences),
    in event attributes and in the status description;
@@ -22,6 +26,7 @@ import logging
 import time
 from collections.abc import Sequence
 
+from opentelemetry import trace
 from opentelemetry.context import Context
 from opentelemetry.sdk.trace import Event, ReadableSpan, Span, SpanProcessor
 from opentelemetry.sdk.trace.export import (
@@ -38,6 +43,7 @@ from koverage.llmobs._semconv import (
     KOVERAGE_COMPLETION_PREVIEW,
     KOVERAGE_PROMPT_PREVIEW,
     KOVERAGE_REDACTION_COUNTS,
+    KOVERAGE_TENANT,
 )
 
 _DEFAULT_PREVIEW_MAX_CHARS = 256
@@ -75,7 +81,9 @@ class RedactingSpanProcessor(SpanProcessor):
 
     Known limitation: link attributes, resource attributes and span names are
     not redacted. Span names come from `start_llm_span` and instrumentation
-    and carry no user text; links and resources are set by our own code.
+    and carry no user text; links and resources are set by our own code. The
+    ingest service checks all three and rejects a span holding PII there, so
+    such a span is lost (and counted as rejected) rather than stored.
     """
 
     def __init__(
@@ -104,7 +112,13 @@ class RedactingSpanProcessor(SpanProcessor):
         self._last_error_log_s = float("-inf")
 
     def on_start(self, span: Span, parent_context: Context | None = None) -> None:
-        """Forwards to the next processor."""
+        """Inherits the parent's tenant, then forwards to the next processor."""
+        parent = trace.get_current_span(parent_context)
+        parent_attributes = getattr(parent, "attributes", None)
+        if parent_attributes:
+            tenant = parent_attributes.get(KOVERAGE_TENANT)
+            if tenant and span.attributes.get(KOVERAGE_TENANT) is None:
+                span.set_attribute(KOVERAGE_TENANT, tenant)
         self._next.on_start(span, parent_context=parent_context)
 
     def on_end(self, span: ReadableSpan) -> None:

@@ -56,6 +56,12 @@ def build_server(
             spans_topic=settings.kafka_spans_topic,
             dead_letter_topic=settings.kafka_dead_letter_topic,
             max_span_bytes=settings.ingest_max_span_bytes,
+            trusted_tenants=frozenset(
+                filter(
+                    None,
+                    (t.strip() for t in settings.ingest_trusted_tenants.split(",")),
+                )
+            ),
         ),
     )
 

@@ -6,8 +6,8 @@ Spans topic (`Settings.kafka_spans_topic`), one record per accepted span:
     value    an OTLP `opentelemetry.proto.trace.v1.ResourceSpans` holding
              exactly one `ScopeSpans` with exactly one `Span`; the resource
              carries the sender's resource attributes plus `koverage.tenant`,
-             set by the ingest service from the caller's API key (a value
-             sent by the caller is replaced, never trusted)
+             set by the ingest service: the caller's tenant, or for a trusted
+             relay the tenant the span names (see `services.ingest._servicer`)
     headers  `koverage-tenant` (the same tenant, for tools that do not
              decode the value)
 
@@ -15,8 +15,10 @@ Dead-letter topic (`Settings.kafka_dead_letter_topic`), one record per
 rejected span or undecodable record:
 
     key      the trace id when known, else empty
-    value    the rejected bytes as received (an envelope as above when the
-             span itself parsed; otherwise the raw span or record bytes)
+    value    from ingest: the envelope above with every string of the span
+             and its resource redacted, when the span parsed; empty when its
+             bytes do not decode (they cannot be redacted; the reason names
+             the span id). From the worker: the spans-topic record as read
     headers  `koverage-reason` (why, in words), `koverage-stage` ("ingest"
              or "worker"), `koverage-tenant` when known, and for records
              the worker rejected, `koverage-source` (topic/partition/offset)

@@ -10,9 +10,14 @@ A span is rejected, with a reason a person can act on, when:
   carries too many attributes or events;
 - it is an LLM call span (it has `gen_ai.operation.name`) and lacks one of
   the GenAI fields every such span needs (`REQUIRED_GENAI_ATTRIBUTES`);
-- a string value in its name, attributes or events holds PII that the
-  sender's redaction should have removed (an email address, card number,
-  credential...), as judged by `koverage.llmobs.contains_pii`.
+- a string value in its name, attributes, status message, events or link
+  attributes holds PII that the sender's redaction should have removed (an
+  email address, card number, credential...), as judged by
+  `koverage.llmobs.contains_pii`.
+
+The resource is checked once per resource (`resource_pii_reason`): a
+resource holding PII rejects every span under it, since the worker stores the
+resource attributes with each span.
 
 Known limitation: the PII check judges by shape, as the redactor does, so a
 value that merely looks like an IP address or phone number (a peer address
@@ -22,6 +27,7 @@ processor does; an allow-list of keys would relax this if it ever bites.
 """
 
 from opentelemetry.proto.common.v1 import common_pb2
+from opentelemetry.proto.resource.v1 import resource_pb2
 from opentelemetry.proto.trace.v1 import trace_pb2
 
 from koverage.llmobs import contains_pii, redact
@@ -75,9 +81,30 @@ def validate_span(span: trace_pb2.Span, size_bytes: int, max_span_bytes: int) ->
     for event in span.events:
         texts.append(event.name)
         _scan_attributes(event.attributes, texts, None)
+    for link in span.links:
+        _scan_attributes(link.attributes, texts, None)
+    texts.append(span.status.message)
     if not contains_pii(_PII_JOINER.join(texts)):
         return ""
     return _locate_pii(span)
+
+
+def resource_pii_reason(resource: resource_pb2.Resource) -> str:
+    """Returns why spans under `resource` must be rejected for PII, or "".
+
+    Args:
+        resource: The parsed resource of one `ResourceSpans`.
+    """
+    texts: list[str] = []
+    _scan_attributes(resource.attributes, texts, None)
+    if not texts or not contains_pii(_PII_JOINER.join(texts)):
+        return ""
+    located: list[tuple[str, str]] = []
+    _collect_strings(resource.attributes, "resource attribute ", located)
+    for where, text in located:
+        if contains_pii(text):
+            return f"{PII_REASON_PREFIX} in {where}: redact it before export"
+    return ""
 
 
 def _scan_attributes(attributes, texts: list[str], present: dict | None) -> None:
@@ -161,6 +188,9 @@ def _locate_pii(span: trace_pb2.Span) -> str:
     for event in span.events:
         texts.append((f"event {event.name!r}", event.name))
         _collect_strings(event.attributes, f"event {event.name!r} attribute ", texts)
+    for index, link in enumerate(span.links):
+        _collect_strings(link.attributes, f"link {index} attribute ", texts)
+    texts.append(("status message", span.status.message))
     for where, text in texts:
         if contains_pii(text):
             return f"{PII_REASON_PREFIX} in {where}: redact it before export"
@@ -188,7 +218,8 @@ def _collect_value(value: common_pb2.AnyValue, where: str, out: list) -> None:
 def redacted_copy(span: trace_pb2.Span) -> trace_pb2.Span:
     """Returns `span` with every string value redacted, for the dead-letter topic.
 
-    A span rejected for PII must not carry that PII into Kafka either.
+    A rejected span must not carry PII into Kafka either, whatever the reason
+    it was rejected for (a span too large or with bad ids was never checked).
     """
     copy = trace_pb2.Span()
     copy.CopyFrom(span)
@@ -197,7 +228,17 @@ def redacted_copy(span: trace_pb2.Span) -> trace_pb2.Span:
     for event in copy.events:
         event.name = redact(event.name)[0]
         _redact_attributes(event.attributes)
+    for link in copy.links:
+        _redact_attributes(link.attributes)
     copy.status.message = redact(copy.status.message)[0]
+    return copy
+
+
+def redacted_resource(resource: resource_pb2.Resource) -> resource_pb2.Resource:
+    """Returns `resource` with every string attribute value redacted."""
+    copy = resource_pb2.Resource()
+    copy.CopyFrom(resource)
+    _redact_attributes(copy.attributes)
     return copy
 
 

@@ -14,6 +14,7 @@ from koverage.llmobs import (
     KOVERAGE_COMPLETION_PREVIEW,
     KOVERAGE_PROMPT_PREVIEW,
     KOVERAGE_REDACTION_COUNTS,
+    KOVERAGE_TENANT,
     DropReason,
     RedactingSpanProcessor,
     _processor,
@@ -254,3 +255,33 @@ def test_a_value_shared_by_a_preview_and_another_attribute_is_redacted_in_both(
     assert attributes[KOVERAGE_PROMPT_PREVIEW] == "write to [EMAIL]"
     assert attributes["app.last_user_message"] == "write to [EMAIL]"
     assert json.loads(attributes[KOVERAGE_REDACTION_COUNTS]) == {"email": 2}
+
+
+def test_child_spans_inherit_the_tenant_of_their_parent(pipeline):
+    tracer, exporter, _ = pipeline
+
+    with tracer.start_as_current_span("rpc") as rpc:
+        # The server interceptor names the tenant after the span started.
+        rpc.set_attribute(KOVERAGE_TENANT, "acme")
+        with (
+            tracer.start_as_current_span("db query"),
+            tracer.start_as_current_span("row decode"),
+        ):
+            pass
+        start_llm_span(tracer, "chat", "simulator", "sim-small").end()
+        own = tracer.start_span("own tenant", attributes={KOVERAGE_TENANT: "beta"})
+        own.end()
+    with tracer.start_as_current_span("outside any rpc"):
+        pass
+
+    tenants = {
+        s.name: s.attributes.get(KOVERAGE_TENANT) for s in exporter.get_finished_spans()
+    }
+    assert tenants == {
+        "rpc": "acme",
+        "db query": "acme",
+        "row decode": "acme",
+        "chat sim-small": "acme",
+        "own tenant": "beta",
+        "outside any rpc": None,
+    }
