@@ -25,6 +25,8 @@ GEN_AI_REQUEST_TEMPERATURE = "gen_ai.request.temperature"
 GEN_AI_REQUEST_MAX_TOKENS = "gen_ai.request.max_tokens"
 GEN_AI_REQUEST_SEED = "gen_ai.request.seed"
 GEN_AI_TOKEN_TYPE = "gen_ai.token.type"
+GEN_AI_RESPONSE_TIME_TO_FIRST_CHUNK = "gen_ai.response.time_to_first_chunk"
+"""Seconds (float) from issuing the request to the first chunk of the stream."""
 ERROR_TYPE = "error.type"
 
 # Koverage attributes.

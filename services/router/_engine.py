@@ -35,6 +35,7 @@ from koverage.llmobs import (
     GEN_AI_REQUEST_TEMPERATURE,
     GEN_AI_RESPONSE_FINISH_REASONS,
     GEN_AI_RESPONSE_MODEL,
+    GEN_AI_RESPONSE_TIME_TO_FIRST_CHUNK,
     GEN_AI_USAGE_INPUT_TOKENS,
     GEN_AI_USAGE_OUTPUT_TOKENS,
     KOVERAGE_COMPLETION_PREVIEW,
@@ -524,6 +525,7 @@ def _set_result_attributes(
     )
     if summary.ttft_s is not None:
         span.set_attribute(KOVERAGE_TIME_TO_FIRST_TOKEN_MS, summary.ttft_s * 1000)
+        span.set_attribute(GEN_AI_RESPONSE_TIME_TO_FIRST_CHUNK, summary.ttft_s)
     span.set_attribute(KOVERAGE_COMPLETION_PREVIEW, text[:_PREVIEW_CHARS])
 
 

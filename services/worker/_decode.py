@@ -167,7 +167,7 @@ def _llm_call_row(
         tenant,
         start,
         duration_ms,
-        _number(get("koverage.time_to_first_token_ms")),
+        _ttft_ms(get),
         _string(get("gen_ai.operation.name")),
         _string(get("gen_ai.provider.name", "")),
         _string(get("gen_ai.request.model", "")),
@@ -250,6 +250,20 @@ def _plain(value, kind: str | None):
     if kind == "bytes_value":
         return value.bytes_value.hex()
     return getattr(value, kind)
+
+
+def _ttft_ms(get) -> float | None:
+    """Time to first token in ms: Koverage's attribute, else the semconv one.
+
+    `koverage.time_to_first_token_ms` is preferred (what Koverage's router
+    sets); `gen_ai.response.time_to_first_chunk`, in seconds, covers spans
+    from other GenAI instrumentations.
+    """
+    ttft_ms = _number(get("koverage.time_to_first_token_ms"))
+    if ttft_ms is not None:
+        return ttft_ms
+    ttft_s = _number(get("gen_ai.response.time_to_first_chunk"))
+    return None if ttft_s is None else ttft_s * 1000.0
 
 
 def _number(value) -> float | None:

@@ -128,3 +128,7 @@ async def test_router_call_lands_as_an_llm_record_with_a_linked_trace(
     assert chat.parent_span_id == server.span_id
     assert server.parent_span_id == waterfall.spans[0].span_id
     assert json.loads(chat.attributes["gen_ai.request.model"]) == "sim/steady"
+    # The semconv TTFT, in seconds, beside Koverage's own in ms.
+    ttft_chunk_s = json.loads(chat.attributes["gen_ai.response.time_to_first_chunk"])
+    assert isinstance(ttft_chunk_s, float)
+    assert abs(ttft_chunk_s * 1000 - router_ttft_ms) < 1.0

@@ -52,6 +52,20 @@ def test_decode_pulls_the_llm_call_fields_out_of_the_span():
     assert json.loads(row["redaction_counts"][1:]) == {"email": 2}
 
 
+def test_decode_prefers_koverage_ttft_ms_and_falls_back_to_the_semconv_seconds():
+    def ttft_ms(**attributes):
+        span = make_span("chat m", attributes=llm_attributes(**attributes))
+        row = dict(zip(LLM_CALL_COLUMNS, decode_record(envelope(span)).llm_call))
+        return row["ttft_ms"]
+
+    semconv = "gen_ai.response.time_to_first_chunk"
+    koverage = "koverage.time_to_first_token_ms"
+    assert ttft_ms(**{koverage: 21.5, semconv: 0.9}) == 21.5
+    assert ttft_ms(**{koverage: None, semconv: 0.25}) == pytest.approx(250.0)
+    assert ttft_ms(**{koverage: None, semconv: "soon"}) is None
+    assert ttft_ms(**{koverage: None}) is None
+
+
 def test_decode_keeps_a_plain_span_without_an_llm_row():
     decoded = decode_record(envelope(make_span("db query")))
     assert decoded.llm_call is None
