@@ -41,21 +41,33 @@ class MeshServerInterceptor(grpc.aio.ServerInterceptor):
         method = handler_call_details.method
         if handler is None or method.startswith(_OPEN_PREFIXES):
             return handler
+        # Every kind of handler is wrapped, so none skips authentication
+        # (fail closed): a client-streaming or bidirectional RPC added later
+        # is authenticated like the rest without anyone remembering to.
+        codecs = {
+            "request_deserializer": handler.request_deserializer,
+            "response_serializer": handler.response_serializer,
+        }
         if handler.unary_unary:
             return grpc.unary_unary_rpc_method_handler(
-                self._wrap_unary(method, handler.unary_unary),
-                request_deserializer=handler.request_deserializer,
-                response_serializer=handler.response_serializer,
+                self._wrap_unary(method, handler.unary_unary), **codecs
             )
         if handler.unary_stream:
             return grpc.unary_stream_rpc_method_handler(
-                self._wrap_stream(method, handler.unary_stream),
-                request_deserializer=handler.request_deserializer,
-                response_serializer=handler.response_serializer,
+                self._wrap_stream(method, handler.unary_stream), **codecs
             )
-        return handler  # client and bidi streams: none in our contracts yet
+        if handler.stream_unary:
+            return grpc.stream_unary_rpc_method_handler(
+                self._wrap_unary(method, handler.stream_unary), **codecs
+            )
+        return grpc.stream_stream_rpc_method_handler(
+            self._wrap_stream(method, handler.stream_stream), **codecs
+        )
 
     def _wrap_unary(self, method: str, behavior: Callable):
+        """Wraps a handler with one response; its first argument is the
+        request, or the request iterator of a client-streaming RPC."""
+
         async def handle(request, context: grpc.aio.ServicerContext):
             started = time.perf_counter()
             code = grpc.StatusCode.OK
@@ -74,6 +86,9 @@ class MeshServerInterceptor(grpc.aio.ServerInterceptor):
         return handle
 
     def _wrap_stream(self, method: str, behavior: Callable):
+        """Wraps a handler that streams responses (server-streaming or
+        bidirectional); the caller is authenticated before its first read."""
+
         async def handle(request, context: grpc.aio.ServicerContext) -> AsyncIterator:
             started = time.perf_counter()
             code = grpc.StatusCode.OK

@@ -122,6 +122,68 @@ async def test_optional_auth_still_refuses_an_unknown_key():
         await server.stop(0.1)
 
 
+def _tally_handlers(calls: list[str]) -> grpc.GenericRpcHandler:
+    """A client-streaming and a bidirectional RPC on raw bytes, which record
+    each call that reached them."""
+
+    async def count(requests, context):
+        calls.append("Count")
+        return f"{current_tenant()}:{len([r async for r in requests])}".encode()
+
+    async def echo(requests, context):
+        calls.append("Echo")
+        async for item in requests:
+            yield current_tenant().encode() + b":" + item
+
+    return grpc.method_handlers_generic_handler(
+        "test.Tally",
+        {
+            "Count": grpc.stream_unary_rpc_method_handler(count),
+            "Echo": grpc.stream_stream_rpc_method_handler(echo),
+        },
+    )
+
+
+async def test_client_and_bidi_streams_need_a_key_too():
+    settings = Settings.from_env(
+        {}, metrics_port=-1, auth_required=True, api_keys="k-alpha=alpha"
+    )
+    server = MeshServer("fake", settings, "127.0.0.1:0")
+    calls: list[str] = []
+    server.grpc.add_generic_rpc_handlers((_tally_handlers(calls),))
+    await server.start()
+    refused = {}
+    try:
+        async with grpc.aio.insecure_channel(server.address) as channel:
+            count = channel.stream_unary("/test.Tally/Count")
+            echo = channel.stream_stream("/test.Tally/Echo")
+            for key in ("", "wrong"):
+                metadata = (("authorization", f"Bearer {key}"),) if key else ()
+                with pytest.raises(grpc.aio.AioRpcError) as counted:
+                    await count(iter([b"a", b"b"]), metadata=metadata, timeout=5)
+                with pytest.raises(grpc.aio.AioRpcError) as echoed:
+                    [r async for r in echo(iter([b"a"]), metadata=metadata, timeout=5)]
+                refused[key] = (counted.value.code(), echoed.value.code())
+            assert calls == []  # no handler ran without a known key
+
+            good = (("authorization", "Bearer k-alpha"),)
+            total = await count(iter([b"a", b"b"]), metadata=good, timeout=5)
+            echoes = [
+                r async for r in echo(iter([b"x", b"y"]), metadata=good, timeout=5)
+            ]
+    finally:
+        await server.stop(0.1)
+
+    unauthenticated = grpc.StatusCode.UNAUTHENTICATED
+    assert refused == {
+        "": (unauthenticated, unauthenticated),
+        "wrong": (unauthenticated, unauthenticated),
+    }
+    assert total == b"alpha:2"
+    assert echoes == [b"alpha:x", b"alpha:y"]
+    assert calls == ["Count", "Echo"]
+
+
 def test_auth_required_without_keys_is_a_configuration_error():
     with pytest.raises(ValueError, match="KOVERAGE_API_KEYS"):
         MeshServer("x", Settings.from_env({}, auth_required=True), "127.0.0.1:0")
