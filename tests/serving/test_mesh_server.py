@@ -22,7 +22,11 @@ from koverage.settings import Settings
 
 class FakeRouter(router_pb2_grpc.RouterServiceServicer):
     """Streams the tenant's name word by word; model "missing" is NOT_FOUND,
-    model "crash" is a bug, model "slow" streams slowly."""
+    model "crash" is a bug, model "slow" streams slowly, and model "held"
+    sends its second word only once `release` is set."""
+
+    def __init__(self) -> None:
+        self.release = asyncio.Event()
 
     async def Generate(self, request, context):
         if request.model == "missing":
@@ -32,6 +36,8 @@ class FakeRouter(router_pb2_grpc.RouterServiceServicer):
         for word in ("tenant", current_tenant()):
             if request.model == "slow":
                 await asyncio.sleep(0.3)
+            if request.model == "held" and word != "tenant":
+                await self.release.wait()
             yield router_pb2.GenerateResponse(delta=router_pb2.TextDelta(text=word))
 
     async def ListModels(self, request, context):
@@ -40,27 +46,57 @@ class FakeRouter(router_pb2_grpc.RouterServiceServicer):
         )
 
 
-async def start(**overrides) -> MeshServer:
+async def start(servicer: FakeRouter | None = None, **overrides) -> MeshServer:
     settings = Settings.from_env({}, metrics_port=0, **overrides)
     server = MeshServer("fake", settings, "127.0.0.1:0")
-    router_pb2_grpc.add_RouterServiceServicer_to_server(FakeRouter(), server.grpc)
+    servicer = servicer or FakeRouter()
+    router_pb2_grpc.add_RouterServiceServicer_to_server(servicer, server.grpc)
     server.expose(router_pb2.DESCRIPTOR.services_by_name["RouterService"])
     await server.start()
     return server
 
 
 async def test_health_reports_serving_then_not_serving_on_shutdown():
-    server = await start()
+    servicer = FakeRouter()
+    server = await start(servicer)
     async with grpc.aio.insecure_channel(server.address) as channel:
         health = health_pb2_grpc.HealthStub(channel)
         reply = await health.Check(
             health_pb2.HealthCheckRequest(service="koverage.router.v1.RouterService"),
             timeout=5,
         )
-        assert reply.status == health_pb2.HealthCheckResponse.SERVING
         overall = await health.Check(health_pb2.HealthCheckRequest(), timeout=5)
-        assert overall.status == health_pb2.HealthCheckResponse.SERVING
-    await server.stop(0.1)
+        watch = health.Watch(
+            health_pb2.HealthCheckRequest(service="koverage.router.v1.RouterService"),
+            timeout=10,
+        )
+        watched = [(await watch.read()).status]
+        stream = router_pb2_grpc.RouterServiceStub(channel).Generate(
+            router_pb2.GenerateRequest(model="held"), timeout=10
+        )
+        first = await stream.read()
+
+        # Stop while the stream is held open: the watcher hears NOT_SERVING
+        # during the drain, and the open stream still finishes after that.
+        stopping = asyncio.create_task(server.stop(5))
+        watched.append((await watch.read()).status)
+        stream_done_at_not_serving = stream.done()
+        watch.cancel()
+        servicer.release.set()
+        rest = []
+        while (event := await stream.read()) is not grpc.aio.EOF:
+            rest.append(event.delta.text)
+        await stopping
+
+    assert reply.status == health_pb2.HealthCheckResponse.SERVING
+    assert overall.status == health_pb2.HealthCheckResponse.SERVING
+    assert watched == [
+        health_pb2.HealthCheckResponse.SERVING,
+        health_pb2.HealthCheckResponse.NOT_SERVING,
+    ]
+    assert not stream_done_at_not_serving
+    assert first.delta.text == "tenant" and rest == ["default"]
+    assert await stream.code() == grpc.StatusCode.OK
 
 
 async def test_reflection_lists_the_service():
