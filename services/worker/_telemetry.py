@@ -80,13 +80,16 @@ GROUP BY model, provider
 ORDER BY 6 DESC, model
 """
 
+# Traces in the order they started (a conversation's turns read top to
+# bottom), the trace id breaking ties; spans within a trace by start time.
 _TRACE_SPANS_SQL = """
 SELECT s.trace_id, s.span_id, s.parent_span_id, s.name, s.service_name,
        s.start_time, s.duration_ms, s.status_code, s.attributes, c.ttft_ms
 FROM spans s
 LEFT JOIN llm_calls c ON c.trace_id = s.trace_id AND c.span_id = s.span_id
 WHERE s.tenant = %(tenant)s AND s.trace_id = ANY(%(trace_ids)s)
-ORDER BY s.trace_id, s.start_time, s.span_id
+ORDER BY min(s.start_time) OVER (PARTITION BY s.trace_id), s.trace_id,
+         s.start_time, s.span_id
 LIMIT %(limit)s
 """
 

@@ -234,6 +234,42 @@ async def test_waterfall_of_a_trace_and_of_a_conversation(database_url, telemetr
     assert caught.value.code() == grpc.StatusCode.NOT_FOUND
 
 
+async def test_a_conversations_traces_come_in_time_order_not_id_order(
+    database_url, telemetry
+):
+    # Turn 1 has the larger trace id, so id order would put turn 2 first;
+    # within turn 2 the child span is stored first and has the smaller id.
+    turn_1, turn_2 = b"\xf0" + os.urandom(15), b"\x0f" + os.urandom(15)
+    first = make_span(
+        "chat m",
+        trace_id=turn_1,
+        start_ns=_ns(_BASE),
+        attributes=llm_attributes(**{"gen_ai.conversation.id": "conv-2"}),
+    )
+    root = make_span(
+        "client", trace_id=turn_2, span_id=b"\xff" * 8, start_ns=_ns(_BASE) + 10**9
+    )
+    second = make_span(
+        "chat m",
+        trace_id=turn_2,
+        span_id=b"\x01" * 8,
+        parent_span_id=root.span_id,
+        start_ns=_ns(_BASE) + 10**9 + 5000,
+        attributes=llm_attributes(**{"gen_ai.conversation.id": "conv-2"}),
+    )
+    _store(database_url, [(second, "acme"), (first, "acme"), (root, "acme")])
+
+    response = await telemetry["acme"].GetTraceWaterfall(
+        telemetry_pb2.GetTraceWaterfallRequest(conversation_id="conv-2"), timeout=10
+    )
+    assert [(bytes.fromhex(s.trace_id), s.name) for s in response.spans] == [
+        (turn_1, "chat m"),
+        (turn_2, "client"),
+        (turn_2, "chat m"),
+    ]
+    assert sorted(s.trace_id for s in response.spans)[0] == turn_2.hex()
+
+
 @pytest.mark.parametrize(
     "request_",
     [
