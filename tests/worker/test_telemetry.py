@@ -267,7 +267,7 @@ async def test_a_conversations_traces_come_in_time_order_not_id_order(
         (turn_2, "client"),
         (turn_2, "chat m"),
     ]
-    assert sorted(s.trace_id for s in response.spans)[0] == turn_2.hex()
+    assert min(s.trace_id for s in response.spans) == turn_2.hex()  # id order differs
 
 
 @pytest.mark.parametrize(
