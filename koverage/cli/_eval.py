@@ -7,10 +7,15 @@ sim/judge-exact and sim/judge-noisy (the default judges when every model is
 simulated). With `--simulate`, the same personas answer in process instead
 (named sim-leaky, sim-careful). Either way the run is labelled simulated in
 the scorecard and the PDF.
+
+Exit codes: 0 when the run finished (failed calls are counted in the
+scorecard, not in the exit code), 2 for a run specification the exam
+refuses (the message says what to change), 130 on Ctrl-C.
 """
 
 import asyncio
 import pathlib
+import sys
 
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeElapsedColumn
 
@@ -20,6 +25,11 @@ from koverage.serving import connect
 from koverage.settings import Settings
 
 _SIMULATED_JUDGES = ("sim/judge-exact", "sim/judge-noisy")
+_EXIT_BAD_SPEC = 2
+
+
+class _SpecError(Exception):
+    """A run the command refuses before any call; exit code 2."""
 
 
 def register(commands) -> None:
@@ -59,21 +69,41 @@ def register(commands) -> None:
 
 
 def run(args) -> int:
-    return asyncio.run(_run(args))
+    from services.underwriter import RunSpecError
+
+    try:
+        return asyncio.run(_run(args))
+    except (_SpecError, RunSpecError) as exc:
+        print(f"koverage eval: {exc}", file=sys.stderr)
+        return _EXIT_BAD_SPEC
 
 
 async def _run(args) -> int:
+    channel = None
+    try:
+        if args.simulate:
+            prepared = _simulator(_split(args.models), _split(args.judges), args)
+        else:
+            channel = _router_channel()
+            prepared = await _router_generate(
+                channel, _split(args.models), _split(args.judges)
+            )
+        return await _exam(args, *prepared)
+    finally:
+        if channel is not None:
+            await channel.close()
+
+
+async def _exam(args, generate, models, judges, simulated, simulated_judges, exam):
     from services.underwriter import EvalRunner
     from services.underwriter.report import render_report
 
-    models = _split(args.models)
-    judges = _split(args.judges)
-    channel = exam = None
-    if args.simulate:
-        generate, simulated, judges, exam = _simulator(models, judges, args)
-    else:
-        channel = _router_channel()
-        generate, simulated, judges = await _router_generate(channel, models, judges)
+    if not judges:
+        raise _SpecError(
+            "name two judges from different vendors with --judges, for example "
+            "--judges openai/gpt-4.1,anthropic/claude-sonnet-4 (simulated judges "
+            "are the default only when every model is a simulator persona)"
+        )
 
     with Progress(
         "[progress.description]{task.description}",
@@ -94,6 +124,7 @@ async def _run(args) -> int:
             seed=args.seed,
             concurrency=args.concurrency,
             simulated_models=simulated,
+            simulated_judges=simulated_judges,
             exam=exam,
             on_progress=lambda p: bar.update(
                 task,
@@ -103,8 +134,6 @@ async def _run(args) -> int:
             ),
         )
         scorecard = await runner.run(retry_errors=args.retry_errors)
-    if channel is not None:
-        await channel.close()
 
     pdf_path = args.out / "report.pdf"
     pdf_path.write_bytes(await asyncio.to_thread(render_report, scorecard))
@@ -142,25 +171,31 @@ async def _router_generate(channel, models, judges):
         judges = list(_SIMULATED_JUDGES)
     unknown = [m for m in [*models, *judges] if m not in catalog]
     if unknown:
-        raise SystemExit(
-            f"koverage eval: not in the router's catalog: {', '.join(unknown)}"
+        raise _SpecError(
+            f"not in the router's catalog: {', '.join(unknown)} "
+            f"(ListModels shows the catalog)"
         )
-    return RouterGenerate(channel), simulated, judges
+    simulated_judges = [j for j in judges if catalog[j].simulated]
+    return RouterGenerate(channel), models, judges, simulated, simulated_judges, None
 
 
 def _simulator(models, judges, args):
     from services.underwriter import SUITES, build_exam, default_datasets_dir
     from services.underwriter.simulated import JUDGE_PERSONAS, PERSONAS, Simulator
 
-    unknown = [m for m in models if m not in PERSONAS]
+    unknown = [m for m in [*models, *judges] if m not in {**PERSONAS, **JUDGE_PERSONAS}]
     if unknown:
-        raise SystemExit(
-            f"koverage eval --simulate: unknown personas {unknown}; known: {sorted(PERSONAS)}"
+        raise _SpecError(
+            f"--simulate: unknown personas {unknown}; models: {sorted(PERSONAS)}, "
+            f"judges: {sorted(JUDGE_PERSONAS)}"
         )
     judges = judges or sorted(JUDGE_PERSONAS)
     suites = tuple(_split(args.suites)) or SUITES
-    exam = build_exam(default_datasets_dir(), suites, args.n, args.seed)
-    return Simulator(exam.items), models, judges, exam
+    try:
+        exam = build_exam(default_datasets_dir(), suites, args.n, args.seed)
+    except ValueError as exc:
+        raise _SpecError(str(exc)) from exc
+    return Simulator(exam.items), models, judges, models, judges, exam
 
 
 def _index_text(result: dict) -> str:

@@ -16,6 +16,10 @@ class Answer:
         refused: the router's guardrail (or the provider) refused the call.
         error: why the call failed; None when it succeeded. A failed call is
             cached as failed and rerun only with `retry_errors`.
+        served_model: the model that actually answered, as the router's
+            final event names it ("" when the caller does not know, e.g. the
+            in-process simulator). It differs from the requested model when
+            the router fell back to another one.
     """
 
     text: str = ""
@@ -24,6 +28,7 @@ class Answer:
     ttft_ms: float = 0.0
     refused: bool = False
     error: str | None = None
+    served_model: str = ""
 
 
 class GenerateFn(Protocol):
@@ -32,6 +37,11 @@ class GenerateFn(Protocol):
     It is used for the models under test and for the judges alike. It should
     return an `Answer` with `error` set rather than raise; an exception that
     escapes is recorded as an error answer (except cancellation).
+
+    `pinned=True` (every judge call) asks that no other model may answer in
+    the requested model's place: the router must not walk a fallback chain
+    to a different model. The runner still checks `Answer.served_model` and
+    discards a verdict that another model gave.
     """
 
     async def __call__(
@@ -41,4 +51,6 @@ class GenerateFn(Protocol):
         temperature: float,
         seed: int,
         guardrail: bool,
+        *,
+        pinned: bool = False,
     ) -> Answer: ...

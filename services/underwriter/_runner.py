@@ -41,6 +41,20 @@ class RunSpecError(InvalidArgumentError, ValueError):
     """A run's specification is invalid (maps to INVALID_ARGUMENT)."""
 
 
+def judge_vendor(judge: str) -> str:
+    """The vendor of a judge model: its catalog id up to the first '/'.
+
+    "openai/gpt-4.1" is "openai", "anthropic/claude-sonnet-4" is "anthropic";
+    an id without '/' has no known vendor ("").
+
+    Known limitation: the prefix names whoever the catalog files the model
+    under, which for a self-hosted alias ("modal/qwen3-8b") is the host, not
+    the maker; two such aliases of one maker's models would pass as
+    different vendors. A `vendor` field in the catalog would fix it.
+    """
+    return judge.split("/", 1)[0] if "/" in judge else ""
+
+
 @dataclasses.dataclass(frozen=True)
 class Progress:
     """Calls finished so far; cache hits count as finished."""
@@ -63,7 +77,9 @@ class EvalRunner:
 
     Every (model, temperature, arm, item) answer is one call; each answer on
     a judged axis then gets one call per judge (temperature 0, guardrail
-    off). Calls share one `asyncio.Semaphore(concurrency)`. Each finished call
+    off, pinned: the router may not let another model answer, and a verdict
+    served by another model is discarded as a failed call, so it is missing,
+    never a verdict). Calls share one `asyncio.Semaphore(concurrency)`. Each finished call
     is cached in `output_dir`; a new runner on the same directory (same spec)
     resumes, repeating no finished call. Failed calls stay cached as
     failures unless `run(retry_errors=True)`, which reruns only those.
@@ -90,6 +106,7 @@ class EvalRunner:
         datasets_dir: Path | str | None = None,
         endpoints: Mapping[str, str] | None = None,
         simulated_models: Collection[str] = (),
+        simulated_judges: Collection[str] = (),
         calibrations: Mapping[str, Calibration] | None = None,
         n_resamples: int = DEFAULT_RESAMPLES,
         run_id: str | None = None,
@@ -102,7 +119,13 @@ class EvalRunner:
             generate: the model call, for models and judges.
             models: model ids under test (at least one, no duplicates).
             judges: exactly two judge model ids, pinned for the run; a judge
-                is never replaced by another model.
+                is never replaced by another model. They must come from
+                different vendors (`judge_vendor`: "openai/..." and
+                "anthropic/..."), so that one vendor's blind spots do not
+                pass as agreement. Two judges that are both listed in
+                `simulated_judges` are exempt, only because the run is then
+                labelled as judged by simulators (scorecard manifest,
+                threats to validity and the report).
             output_dir: where the call cache and scorecard.json go.
             suites: subset of `SUITES` (empty means all four).
             items_per_suite: draws per suite, 1..10000.
@@ -113,6 +136,7 @@ class EvalRunner:
             datasets_dir: default `default_datasets_dir()`.
             endpoints: {model: endpoint} for the cache key; default "router".
             simulated_models: models that are simulator personas.
+            simulated_judges: judges that are simulator personas.
             calibrations: {axis: Calibration} for the Rogan-Gladen corrected
                 rate; axes without one report `corrected_risk: null`.
             n_resamples: bootstrap resamples, >= 1000.
@@ -134,6 +158,7 @@ class EvalRunner:
             guardrail_arms,
             concurrency,
             n_resamples,
+            simulated_judges,
         )
         self._generate = generate
         self._models = list(models)
@@ -146,6 +171,7 @@ class EvalRunner:
         self._concurrency = concurrency
         self._endpoints = dict(endpoints or {})
         self._simulated = set(simulated_models)
+        self._simulated_judges = set(simulated_judges) & set(judges)
         self._calibrations = dict(calibrations or {})
         self._n_resamples = n_resamples
         self._run_id = run_id or str(uuid.uuid4())
@@ -227,6 +253,7 @@ class EvalRunner:
             arms=self._arms,
             dataset_versions=self._exam.dataset_versions,
             simulated_models=self._simulated,
+            simulated_judges=self._simulated_judges,
             calibrations={
                 a: (c.sensitivity, c.specificity) for a, c in self._calibrations.items()
             },
@@ -329,7 +356,11 @@ class EvalRunner:
                 # Judges always run with the guardrail off; `guardrail_arm`
                 # of a verdict names the judged answer's arm (cache key only).
                 guarded = role == "answer" and guardrail_arm == "on"
-                answer = await self._invoke(model, messages, temperature, guarded)
+                answer = await self._invoke(
+                    model, messages, temperature, guarded, pinned=role == "verdict"
+                )
+            if role == "verdict":
+                answer = _pinned(model, answer)
             cache.put(key, answer, {"role": role, **context})
         self._completed += 1
         self._failed += answer.error is not None
@@ -342,10 +373,12 @@ class EvalRunner:
         messages: list[dict[str, str]],
         temperature: float,
         guardrail: bool,
+        *,
+        pinned: bool,
     ) -> Answer:
         try:
             return await self._generate(
-                model, messages, temperature, self._seed, guardrail
+                model, messages, temperature, self._seed, guardrail, pinned=pinned
             )
         except asyncio.CancelledError:
             raise
@@ -358,6 +391,31 @@ class EvalRunner:
             self._on_progress(Progress(self._completed, self._failed, self.total_calls))
 
 
+def _pinned(judge: str, answer: Answer) -> Answer:
+    """A judge's reply, or a failed call when another model served it.
+
+    The failure keeps the call's cost and latency (they were spent) and is
+    cached as failed, so `retry_errors` asks the pinned judge again.
+    """
+    if answer.error is not None or answer.served_model in ("", judge):
+        return answer
+    logger.warning(
+        "judge %s was served by %s; verdict discarded",
+        judge,
+        answer.served_model,
+        extra={"judge": judge, "served_model": answer.served_model},
+    )
+    return dataclasses.replace(
+        answer,
+        text="",
+        error=(
+            f"judge {judge} is pinned but {answer.served_model} answered; the "
+            f"verdict is discarded (missing). Rerun with retry_errors once "
+            f"{judge} is available"
+        ),
+    )
+
+
 def _validate(
     models: Sequence[str],
     judges: Sequence[str],
@@ -367,11 +425,26 @@ def _validate(
     arms: Sequence[str],
     concurrency: int,
     n_resamples: int,
+    simulated_judges: Collection[str],
 ) -> None:
     if not models or len(set(models)) != len(models):
         raise RunSpecError(f"models={list(models)}: give at least one, no duplicates")
     if len(judges) != 2 or judges[0] == judges[1]:
         raise RunSpecError(f"judges={list(judges)}: give exactly two different judges")
+    # Simulated judges are exempt from the vendor rule (see EvalRunner).
+    real = [j for j in judges if j not in simulated_judges]
+    unnamed = [j for j in real if not judge_vendor(j)]
+    if unnamed:
+        raise RunSpecError(
+            f"judges={unnamed}: name each judge as vendor/model (for example "
+            f"openai/gpt-4.1) so that the two judges' vendors can be told apart"
+        )
+    if len(real) == 2 and judge_vendor(real[0]) == judge_vendor(real[1]):
+        raise RunSpecError(
+            f"judges={real} both come from vendor {judge_vendor(real[0])!r}; "
+            f"pick two judges from different vendors (for example an openai/ "
+            f"and an anthropic/ model)"
+        )
     unknown = [s for s in suites if s not in SUITES]
     if unknown:
         raise RunSpecError(f"suites={unknown} are unknown; use {list(SUITES)}")

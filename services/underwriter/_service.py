@@ -67,6 +67,7 @@ class EvaluationServicer(evaluation_pb2_grpc.EvaluationServiceServicer):
             seed=spec.seed,
             concurrency=spec.concurrency or 16,
             simulated_models=[m for m in spec.models if catalog[m].simulated],
+            simulated_judges=[j for j in spec.judges if catalog[j].simulated],
             on_progress=events.put_nowait,
         )
         await self._store.create(tenant, runner.run_id, json_format.MessageToDict(spec))

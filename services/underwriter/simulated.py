@@ -391,8 +391,13 @@ class Simulator:
         temperature: float,
         seed: int,
         guardrail: bool,
+        *,
+        pinned: bool = False,
     ) -> Answer:
         """Answers as the named persona or judge.
+
+        There is no fallback in process: the named persona always answers,
+        so `pinned` changes nothing and `served_model` is the model asked.
 
         Raises:
             KeyError: the model is neither a persona nor a judge here.
@@ -402,7 +407,12 @@ class Simulator:
                 reply = judge_messages(model, self._judges[model], messages, seed)
             except UnknownPromptError as exc:
                 return Answer(error=f"simulated judge {model}: {exc}")
-            return Answer(text=reply.text, cost_usd=_COST_USD, latency_ms=300.0)
+            return Answer(
+                text=reply.text,
+                cost_usd=_COST_USD,
+                latency_ms=300.0,
+                served_model=model,
+            )
 
         rates = self._personas[model]
         reply = respond_to_messages(
@@ -419,6 +429,7 @@ class Simulator:
             latency_ms=latency_ms,
             ttft_ms=latency_ms / 4,
             refused=reply.refused,
+            served_model=model,
         )
 
 

@@ -11,6 +11,7 @@ from services.underwriter import (
     EvalRunner,
     build_exam,
     default_datasets_dir,
+    insurability_index,
 )
 from services.underwriter.simulated import PERSONAS, Simulator, planted_rates
 
@@ -61,6 +62,7 @@ async def _run(
         guardrail_arms=arms,
         n_resamples=1000,
         simulated_models={"sim-leaky"},
+        simulated_judges=list(judges),
         calibrations=calibrations,
     )
     return await runner.run()
@@ -142,8 +144,14 @@ async def test_low_agreement_marks_the_axis_soft(tmp_path):
 
 async def test_harness_cis_cover_the_planted_rate_near_nominal(tmp_path):
     # 50 independent exams (seed changes the items and the persona's draws).
-    seeds, hits = 50, {"sensitive_data": 0, "over_refusal": 0}
+    seeds = 50
+    names = ("sensitive_data", "content_safety", "over_refusal", "index")
+    hits = dict.fromkeys(names, 0)
     want = _expected(PERSONAS["sim-leaky"], "off")
+    # The index over the two axes run, from the planted axis risks.
+    want["index"] = insurability_index(
+        {a: want[a] for a in ("sensitive_data", "content_safety")}
+    )
     for seed in range(seeds):
         card = await _run(
             tmp_path / str(seed),
@@ -154,10 +162,16 @@ async def test_harness_cis_cover_the_planted_rate_near_nominal(tmp_path):
             arms=("off",),
         )
         arm = card["entries"][0]["arms"]["off"]
-        lo, hi = arm["axes"]["sensitive_data"]["ci"]
-        hits["sensitive_data"] += lo <= want["sensitive_data"] <= hi
-        lo, hi = arm["over_refusal"]["ci"]
-        hits["over_refusal"] += lo <= want["over_refusal"] <= hi
+        cis = {
+            "sensitive_data": arm["axes"]["sensitive_data"]["ci"],
+            # The clustered axis: each behaviour is asked plainly and in
+            # every jailbreak wrapper, and the bootstrap resamples behaviours.
+            "content_safety": arm["axes"]["content_safety"]["ci"],
+            "over_refusal": arm["over_refusal"]["ci"],
+            "index": arm["index_ci"],
+        }
+        for name, (lo, hi) in cis.items():
+            hits[name] += lo <= want[name] <= hi
     for name, count in hits.items():
         # Percentile intervals undercover a little when events are few
         # (25 safe prompts at 10% refusal is ~2.5 events): see bootstrap_mean.

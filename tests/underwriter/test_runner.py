@@ -22,13 +22,13 @@ class Counting:
     def __init__(self, inner, fail_keys=frozenset()):
         self.inner, self.calls, self.fail_keys, self.seen = inner, 0, set(fail_keys), []
 
-    async def __call__(self, model, messages, temperature, seed, guardrail):
+    async def __call__(self, model, messages, temperature, seed, guardrail, **kw):
         self.calls += 1
         key = (model, messages[-1]["content"][:80], guardrail)
         self.seen.append(key)
         if key in self.fail_keys:
             return Answer(error="injected failure")
-        return await self.inner(model, messages, temperature, seed, guardrail)
+        return await self.inner(model, messages, temperature, seed, guardrail, **kw)
 
 
 def _runner(gen, exam, out, **kw):
@@ -42,6 +42,7 @@ def _runner(gen, exam, out, **kw):
         seed=3,
         n_resamples=1000,
         simulated_models={"sim-leaky"},
+        simulated_judges=_JUDGES,
         **kw,
     )
 
@@ -73,6 +74,7 @@ async def test_scorecard_has_the_agreed_schema(small_exam, simulator, tmp_path):
         "guardrail_arms",
         "dataset_versions",
         "simulated",
+        "simulated_judges",
     }
     entry = card["entries"][0]
     assert set(entry) == {"model", "temperature", "simulated", "arms", "guardrail_ab"}
@@ -85,7 +87,9 @@ async def test_scorecard_has_the_agreed_schema(small_exam, simulator, tmp_path):
         "axes",
         "over_refusal",
         "cost_usd",
+        "judge_cost_usd",
         "latency_p50_ms",
+        "fallback_answers",
         "calls",
         "errors",
     }
@@ -150,7 +154,7 @@ async def test_interrupted_run_resumes_without_repeating_calls(
 ):
     stop_after, gate = 25, asyncio.Event()
 
-    async def stalls(model, messages, temperature, seed, guardrail):
+    async def stalls(model, messages, temperature, seed, guardrail, **kw):
         if counting.calls > stop_after:
             gate.set()
             await asyncio.Event().wait()  # never returns: the run is "killed" here
@@ -199,7 +203,7 @@ async def test_retry_errors_reruns_only_failed_calls(small_exam, simulator, tmp_
 async def test_failed_answer_skips_judges_and_exceptions_become_errors(
     small_exam, simulator, tmp_path
 ):
-    async def broken(model, messages, temperature, seed, guardrail):
+    async def broken(model, messages, temperature, seed, guardrail, **kw):
         if model == "sim-leaky":
             raise ConnectionError("router down")
         return await simulator(model, messages, temperature, seed, guardrail)
@@ -236,10 +240,108 @@ def test_spec_is_validated_at_construction(small_exam, simulator, tmp_path):
     ):
         args = {
             "models": ["m"],
-            "judges": ["j1", "j2"],
+            "judges": ["openai/j1", "anthropic/j2"],
             "output_dir": tmp_path,
             "exam": small_exam,
             **kw,
         }
         with pytest.raises(RunSpecError, match=word):
             EvalRunner(simulator, **args)
+
+
+@pytest.mark.parametrize(
+    ("judges", "simulated", "word"),
+    [
+        (["openai/gpt-4.1", "openai/gpt-4.1-mini"], (), "vendor 'openai'"),
+        (["sim/judge-exact", "sim/judge-noisy"], (), "vendor 'sim'"),
+        (["gpt-4.1", "anthropic/claude-sonnet-4"], (), "vendor/model"),
+    ],
+)
+def test_judges_from_one_vendor_are_refused(
+    small_exam, simulator, tmp_path, judges, simulated, word
+):
+    with pytest.raises(RunSpecError, match=word):
+        EvalRunner(
+            simulator,
+            models=["m"],
+            judges=judges,
+            simulated_judges=simulated,
+            output_dir=tmp_path,
+            exam=small_exam,
+        )
+
+
+@pytest.mark.parametrize(
+    ("judges", "simulated"),
+    [
+        (["openai/gpt-4.1", "anthropic/claude-sonnet-4"], ()),
+        # Exempt only because they are labelled simulated.
+        (
+            ["sim/judge-exact", "sim/judge-noisy"],
+            ("sim/judge-exact", "sim/judge-noisy"),
+        ),
+        (["sim/judge-exact", "openai/gpt-4.1"], ("sim/judge-exact",)),
+    ],
+)
+def test_judges_from_different_vendors_or_simulated_are_accepted(
+    small_exam, simulator, tmp_path, judges, simulated
+):
+    EvalRunner(
+        simulator,
+        models=["m"],
+        judges=judges,
+        simulated_judges=simulated,
+        output_dir=tmp_path,
+        exam=small_exam,
+    )
+
+
+async def test_simulated_judges_are_labelled_in_the_scorecard(
+    small_exam, simulator, tmp_path
+):
+    card = await _runner(simulator, small_exam, tmp_path).run()
+    assert card["manifest"]["simulated_judges"] == _JUDGES
+    assert any(
+        "simulator personas" in t and "different-vendors" in t
+        for t in card["threats_to_validity"]
+    )
+
+
+async def test_only_judge_calls_are_pinned(small_exam, simulator, tmp_path):
+    pinned_by_model = {}
+
+    async def records(model, messages, temperature, seed, guardrail, *, pinned):
+        pinned_by_model.setdefault(model, set()).add(pinned)
+        return await simulator(model, messages, temperature, seed, guardrail)
+
+    await _runner(records, small_exam, tmp_path).run()
+    assert pinned_by_model == {
+        "sim-leaky": {False},
+        "sim-judge-exact": {True},
+        "sim-judge-noisy": {True},
+    }
+
+
+async def test_calls_in_flight_never_exceed_the_concurrency_bound(
+    small_exam, simulator, tmp_path
+):
+    bound, in_flight, peak = 3, 0, 0
+
+    async def tracked(model, messages, temperature, seed, guardrail, **kw):
+        nonlocal in_flight, peak
+        in_flight += 1
+        peak = max(peak, in_flight)
+        try:
+            # Yield a few times so that other calls get the chance to start.
+            for _ in range(3):
+                await asyncio.sleep(0)
+            return await simulator(model, messages, temperature, seed, guardrail)
+        finally:
+            in_flight -= 1
+
+    runner = _runner(tracked, small_exam, tmp_path, concurrency=bound)
+    await runner.run()
+    # The bound is reached (the runner does run calls concurrently) and
+    # never passed.
+    assert peak == bound
+    assert in_flight == 0

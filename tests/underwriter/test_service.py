@@ -155,6 +155,11 @@ async def test_runs_list_newest_first_compare_and_stay_in_their_tenant(tmp_path)
         (spec(models=[]), grpc.StatusCode.INVALID_ARGUMENT),
         (spec(models=["no/such"]), grpc.StatusCode.NOT_FOUND),
         (spec(judges=["sim/fast"]), grpc.StatusCode.INVALID_ARGUMENT),
+        # Two real judges from one vendor (simulated ones are exempt).
+        (
+            spec(judges=["openai/gpt-4.1", "openai/gpt-4.1-mini"]),
+            grpc.StatusCode.INVALID_ARGUMENT,
+        ),
         (spec(suites=["astrology"]), grpc.StatusCode.INVALID_ARGUMENT),
         (spec(temperatures=[5.0]), grpc.StatusCode.INVALID_ARGUMENT),
     ],
