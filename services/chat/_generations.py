@@ -52,7 +52,7 @@ from koverage.chat.v1 import chat_pb2
 from koverage.errors import UnavailableError, error_from_rpc
 from koverage.router.v1 import router_pb2, router_pb2_grpc
 from services.chat._convert import completed_event
-from services.chat._history import CHARS_PER_TOKEN, PromptPlan
+from services.chat._history import PromptPlan, estimate_text_tokens
 from services.chat._models import estimate_cost_usd
 from services.chat._store import ChatStore, MessageRecord, Outcome
 
@@ -295,11 +295,12 @@ class Generation:
         self, status: str, reason: str, ttft_ms: float | None
     ) -> Outcome:
         """An outcome without the router's summary: counts are estimated from
-        characters, and nothing is counted when no text arrived."""
+        characters (the history rule's estimate), and nothing is counted when
+        no text arrived."""
         spec = self.spec
         text = self.text
         input_tokens = spec.plan.estimated_prompt_tokens if text else 0
-        output_tokens = -(-len(text) // CHARS_PER_TOKEN)
+        output_tokens = estimate_text_tokens(text)
         return Outcome(
             status=status,
             content=text,

@@ -6,9 +6,13 @@ The rule, in full (a user can predict what the model sees):
    turns whose answer is `complete`, or `cancelled` with some text, are
    history; refused and failed turns are never sent again, so one refusal
    or provider error does not poison the conversation.
-2. Tokens are estimated as ceil(characters / 4) plus 4 per message for the
-   role framing. This is an estimate: providers count with their own
-   tokenizers, so the window is never filled to the last token.
+2. Tokens are estimated per message as ceil(ASCII characters / 4), plus
+   one token for every character outside ASCII (CJK, accents, emoji), plus
+   4 for the role framing. Tokenizers pack English text at about 4
+   characters a token but spend one or more tokens on each CJK character,
+   so counting those 4 to a token would overfill the window several times
+   over. This is an estimate: providers count with their own tokenizers,
+   so the window is never filled to the last token.
 3. The answer reserve is the request's `max_output_tokens`, or else
    min(1024, window / 2) tokens. The prompt budget is the model's context
    window minus that reserve.
@@ -29,7 +33,7 @@ from koverage.errors import InvalidArgumentError
 from services.chat._store import MessageRecord
 
 CHARS_PER_TOKEN = 4
-"""Characters per estimated token."""
+"""ASCII characters per estimated token; every other character is one."""
 
 MESSAGE_OVERHEAD_TOKENS = 4
 """Estimated tokens per message for role framing."""
@@ -54,8 +58,18 @@ class PromptPlan:
 
 
 def estimate_tokens(text: str) -> int:
-    """Estimated tokens of one message: ceil(chars / 4) + 4."""
-    return math.ceil(len(text) / CHARS_PER_TOKEN) + MESSAGE_OVERHEAD_TOKENS
+    """Estimated tokens of one message: its text (`estimate_text_tokens`)
+    plus 4 for the role framing."""
+    return estimate_text_tokens(text) + MESSAGE_OVERHEAD_TOKENS
+
+
+def estimate_text_tokens(text: str) -> int:
+    """Estimated tokens of text alone: ceil(ASCII characters / 4) plus one
+    per character outside ASCII."""
+    if text.isascii():
+        return math.ceil(len(text) / CHARS_PER_TOKEN)
+    ascii_chars = len(text.encode("ascii", "ignore"))
+    return math.ceil(ascii_chars / CHARS_PER_TOKEN) + len(text) - ascii_chars
 
 
 def plan_prompt(

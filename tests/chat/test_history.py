@@ -100,3 +100,26 @@ def test_a_message_that_cannot_fit_is_an_invalid_argument():
         plan([], new="x" * 400, window=100)
     with pytest.raises(InvalidArgumentError, match="leaves no room"):
         plan([], window=100, max_output_tokens=100)
+
+
+def test_characters_outside_ascii_count_one_token_each():
+    assert estimate_tokens("日本語") == 3 + 4
+    assert estimate_tokens("café") == 1 + 1 + 4  # "caf" is 1, "é" is 1
+    assert estimate_tokens("ab 😀") == 1 + 1 + 4
+
+
+def test_cjk_history_is_trimmed_by_its_conservative_estimate():
+    # Each message is 60 characters: 60 + 4 = 64 tokens ("答" * 59 + "2" is
+    # 59 + 1 + 4), a turn 128. Counted 4 characters a token it would be
+    # 15 + 4 = 19, and all three turns (5 + 3 * 38 = 119) would be kept.
+    history = []
+    for i in range(3):
+        history += [
+            message("user", "问" * 60),
+            message("assistant", "答" * 59 + str(i)),
+        ]
+    # Budget 400 - 200 = 200: "now?" (5) and the newest turn (128) fit.
+    result = plan(history, new="now?", window=400, max_output_tokens=200)
+    assert result.history_messages_dropped == 4
+    assert [m["content"][-1] for m in result.messages] == ["问", "2", "?"]
+    assert result.estimated_prompt_tokens == 5 + 64 + 64

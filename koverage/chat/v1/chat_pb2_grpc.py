@@ -29,7 +29,10 @@ class ChatServiceStub:
     """ChatService keeps conversations per tenant and streams model answers
     through the router. Every RPC needs `authorization: Bearer <key>` when the
     server requires keys; the key decides the tenant. Conversations of other
-    tenants answer NOT_FOUND, as if they did not exist.
+    tenants answer NOT_FOUND, as if they did not exist. Every RPC answers
+    UNAVAILABLE while the chat database cannot be reached; retry later. Text
+    fields (content, title, system prompt) must not contain NUL characters
+    (INVALID_ARGUMENT): the database cannot store them.
     """
 
     def __init__(self, channel):
@@ -79,7 +82,10 @@ class ChatServiceServicer:
     """ChatService keeps conversations per tenant and streams model answers
     through the router. Every RPC needs `authorization: Bearer <key>` when the
     server requires keys; the key decides the tenant. Conversations of other
-    tenants answer NOT_FOUND, as if they did not exist.
+    tenants answer NOT_FOUND, as if they did not exist. Every RPC answers
+    UNAVAILABLE while the chat database cannot be reached; retry later. Text
+    fields (content, title, system prompt) must not contain NUL characters
+    (INVALID_ARGUMENT): the database cannot store them.
     """
 
     def StreamChat(self, request, context):
@@ -99,13 +105,30 @@ class ChatServiceServicer:
         is cancelled all the way to the provider and the partial answer is
         stored with status MESSAGE_STATUS_CANCELLED. Set `cancel_on_disconnect`
         to have the end of this call cancel the generation at once. A server
-        that stops mid-answer stores it with MESSAGE_STATUS_FAILED.
+        that stops mid-answer stores it with MESSAGE_STATUS_FAILED. If the
+        answer ends but cannot be stored (the database is down), the
+        `completed` event says MESSAGE_STATUS_FAILED, never COMPLETE, and the
+        server stores it as failed once the database is back.
 
-        Codes: INVALID_ARGUMENT (empty or oversized message, malformed id, bad
-        temperature), NOT_FOUND (unknown conversation or model),
+        History: the model sees the system prompt, then the earlier turns
+        (a user message and its answer), then the new message. Only turns
+        whose answer is complete, or cancelled with some text, are history;
+        refused and failed turns are never sent again. Tokens are estimated as
+        one per 4 ASCII characters plus one per other character (CJK, accents,
+        emoji), plus 4 per message. The budget is the model's context window
+        minus the answer reserve (`max_output_tokens`, or else the smaller of
+        1024 and half the window). Earlier turns are kept newest first, whole
+        turns only, while they fit; the first that does not fit and every
+        older one are dropped, and `history_messages_dropped` counts them. If
+        the system prompt and the new message alone do not fit, the call fails
+        with INVALID_ARGUMENT and nothing is stored.
+
+        Codes: INVALID_ARGUMENT (empty or oversized message, text with a NUL
+        character, malformed id, bad temperature, a message too long for the
+        context window), NOT_FOUND (unknown conversation or model),
         FAILED_PRECONDITION (the conversation already has a generation
-        streaming), UNAUTHENTICATED, RESOURCE_EXHAUSTED, UNAVAILABLE,
-        DEADLINE_EXCEEDED.
+        streaming), UNAUTHENTICATED, RESOURCE_EXHAUSTED, UNAVAILABLE (the router
+        or the database is down), DEADLINE_EXCEEDED.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -219,7 +242,10 @@ class ChatService:
     """ChatService keeps conversations per tenant and streams model answers
     through the router. Every RPC needs `authorization: Bearer <key>` when the
     server requires keys; the key decides the tenant. Conversations of other
-    tenants answer NOT_FOUND, as if they did not exist.
+    tenants answer NOT_FOUND, as if they did not exist. Every RPC answers
+    UNAVAILABLE while the chat database cannot be reached; retry later. Text
+    fields (content, title, system prompt) must not contain NUL characters
+    (INVALID_ARGUMENT): the database cannot store them.
     """
 
     @staticmethod
