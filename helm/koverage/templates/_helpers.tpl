@@ -98,6 +98,7 @@ Environment of one component's container: its own bind address, then the
 credentials it needs, least privilege first:
   database  chat, worker, underwriter (the table owners) and the migration
   providers router only (the only door to models)
+  kafka     ingest and worker (the only Kafka clients)
 Shared, non-secret settings come from the ConfigMap through envFrom.
 */}}
 {{- define "koverage.componentEnv" -}}
@@ -116,12 +117,65 @@ Shared, non-secret settings come from the ConfigMap through envFrom.
 {{ include "koverage.secretEnv" (dict "root" $root "env" "KOVERAGE_OPENROUTER_API_KEY" "key" $root.Values.secrets.keys.openrouterApiKey "optional" true) }}
 {{ include "koverage.secretEnv" (dict "root" $root "env" "KOVERAGE_MODAL_API_KEY" "key" $root.Values.secrets.keys.modalApiKey "optional" (not $root.Values.providers.modal.baseUrl)) }}
 {{- end }}
+{{- if has $component (list "ingest" "worker") }}
+{{ include "koverage.kafkaSecurityEnv" $root }}
+{{- end }}
 {{- with $root.Values.config.extraEnv }}
 {{ toYaml . }}
 {{- end }}
 {{- with (index $root.Values $component).extraEnv }}
 {{ toYaml . }}
 {{- end }}
+{{- end -}}
+
+{{/*
+Kafka security of a Kafka client (ingest, worker, collector): protocol, the
+SASL login with its password from the existing Secret, and the CA file
+mounted by koverage.kafkaCaVolume.
+*/}}
+{{- define "koverage.kafkaSecurityEnv" -}}
+{{- $security := .Values.kafka.security -}}
+- name: KOVERAGE_KAFKA_SECURITY_PROTOCOL
+  value: {{ $security.protocol | quote }}
+{{- if hasPrefix "SASL_" $security.protocol }}
+- name: KOVERAGE_KAFKA_SASL_MECHANISM
+  value: {{ $security.sasl.mechanism | quote }}
+- name: KOVERAGE_KAFKA_SASL_USERNAME
+  value: {{ $security.sasl.username | quote }}
+{{ include "koverage.secretEnv" (dict "root" . "env" "KOVERAGE_KAFKA_SASL_PASSWORD" "key" .Values.secrets.keys.kafkaSaslPassword) }}
+{{- end }}
+{{- if $security.caSecret.name }}
+- name: KOVERAGE_KAFKA_SSL_CA_LOCATION
+  value: {{ include "koverage.kafkaCaFile" . | quote }}
+{{- end }}
+{{- end -}}
+
+{{/* Path of the mounted Kafka CA certificate. */}}
+{{- define "koverage.kafkaCaFile" -}}
+/etc/koverage/kafka-ca/ca.crt
+{{- end -}}
+
+{{/* Mount of the Kafka CA Secret, when one is set (a volumeMounts item). */}}
+{{- define "koverage.kafkaCaMount" -}}
+{{- if .Values.kafka.security.caSecret.name -}}
+- name: kafka-ca
+  mountPath: /etc/koverage/kafka-ca
+  readOnly: true
+{{- end -}}
+{{- end -}}
+
+{{/* The Kafka CA Secret as a volume, when one is set (a volumes item). */}}
+{{- define "koverage.kafkaCaVolume" -}}
+{{- with .Values.kafka.security.caSecret -}}
+{{- if .name -}}
+- name: kafka-ca
+  secret:
+    secretName: {{ .name }}
+    items:
+      - key: {{ .key }}
+        path: ca.crt
+{{- end -}}
+{{- end -}}
 {{- end -}}
 
 {{/* Pod security context. */}}
@@ -163,6 +217,23 @@ change. Included by every template that depends on them.
 {{- $pdb := $v.podDisruptionBudget -}}
 {{- if and $pdb.enabled (not (kindIs "invalid" $pdb.minAvailable)) (not (kindIs "invalid" $pdb.maxUnavailable)) -}}
 {{- fail "podDisruptionBudget: set either minAvailable or maxUnavailable, not both (set the other to null)" -}}
+{{- end -}}
+{{- $security := $v.kafka.security -}}
+{{- $sasl := hasPrefix "SASL_" $security.protocol -}}
+{{- if and $sasl (not $security.sasl.mechanism) -}}
+{{- fail (printf "kafka.security.protocol is %s but kafka.security.sasl.mechanism is empty: set it to PLAIN, SCRAM-SHA-256 or SCRAM-SHA-512" $security.protocol) -}}
+{{- end -}}
+{{- if and $sasl (not $security.sasl.username) -}}
+{{- fail (printf "kafka.security.protocol is %s but kafka.security.sasl.username is empty: set the SASL user name (for Strimzi, the KafkaUser's name)" $security.protocol) -}}
+{{- end -}}
+{{- if and $sasl (not $v.secrets.keys.kafkaSaslPassword) -}}
+{{- fail (printf "kafka.security.protocol is %s but secrets.keys.kafkaSaslPassword is empty: name the key of the SASL password in the existing Secret" $security.protocol) -}}
+{{- end -}}
+{{- if and (not $sasl) (or $security.sasl.mechanism $security.sasl.username) -}}
+{{- fail (printf "kafka.security.sasl is set but kafka.security.protocol is %s, which does not use SASL: set the protocol to SASL_SSL (or SASL_PLAINTEXT), or clear kafka.security.sasl" $security.protocol) -}}
+{{- end -}}
+{{- if and $security.caSecret.name (not (has $security.protocol (list "SSL" "SASL_SSL"))) -}}
+{{- fail (printf "kafka.security.caSecret.name is set but kafka.security.protocol is %s, which does not use TLS: set the protocol to SSL or SASL_SSL, or clear caSecret.name" $security.protocol) -}}
 {{- end -}}
 {{- if and $v.auth.required (not $v.secrets.keys.apiKeys) -}}
 {{- fail "auth.required is true but secrets.keys.apiKeys is empty: name the Secret key that holds key=tenant pairs, or set auth.required=false" -}}
