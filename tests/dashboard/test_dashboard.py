@@ -1,23 +1,35 @@
 """End-to-end: the dashboard in headless Chromium over a live mesh's data."""
 
+import datetime
 import json
 import urllib.error
 import urllib.request
+from decimal import ROUND_HALF_UP, Decimal
 
+import prometheus_client
 import psycopg
 import pytest
 
 from tests.dashboard.conftest import (
+    ACME,
+    ACME_AGES_MIN,
     API_KEY,
     INJECTED,
     OTHER_KEY,
     TENANT,
+    chat_once,
+    counter_value,
     screenshot,
+    wait_for_calls,
 )
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
 _RENDER_TIMEOUT_MS = 15_000
+# The page refreshes every 5 s; a new call needs one refresh to show.
+_REFRESH_TIMEOUT_MS = 20_000
+_REJECTED = "koverage_ingest_spans_rejected_total"
+_WINDOW_MINUTES = {"15m": 15, "1h": 60, "24h": 24 * 60, "7d": 7 * 24 * 60}
 
 
 def _get(url: str, headers: dict | None = None) -> tuple[int, dict, bytes]:
@@ -37,6 +49,31 @@ def _sign_in(page, dashboard, view: str = "live") -> None:
 def _fetch_one(database_url: str, sql: str, params=()) -> tuple:
     with psycopg.connect(database_url) as conn:
         return conn.execute(sql, params).fetchone()
+
+
+def _pct(part: int, whole: int) -> str:
+    """The page's rate format (dashboard.js `pct`)."""
+    return f"{100 * (part / whole if whole else 0.0):.2f}%"
+
+
+def _fixed(value: float, digits: int) -> str:
+    """JavaScript's `Number.prototype.toFixed`: the exact binary value rounded
+    half away from zero (Python's format rounds a tie such as 87.25 to even)."""
+    exact = Decimal(value)
+    return str(exact.quantize(Decimal(1).scaleb(-digits), rounding=ROUND_HALF_UP))
+
+
+def _usd(value: Decimal) -> str:
+    """The page's cost format: the server's normalized decimal text."""
+    return "$" + (format(value.normalize(), "f") if value else "0")
+
+
+def _wait_for_text(page, element_id: str, text: str, timeout_ms: int) -> None:
+    page.wait_for_function(
+        "([id, text]) => document.getElementById(id).textContent === text",
+        arg=[element_id, text],
+        timeout=timeout_ms,
+    )
 
 
 def test_requests_without_the_key_are_refused(dashboard, page):
@@ -86,19 +123,28 @@ def test_live_view_shows_the_numbers_the_database_holds(dashboard, mesh, page):
         " FROM llm_calls WHERE tenant = %s",
         (TENANT,),
     )
-    assert calls >= 5
+    # The mesh's traffic holds a declared provider failure and a guardrail
+    # refusal, so neither rate can pass as zero by accident.
+    assert calls >= 5 and errors >= 1 and refused == 1
     assert page.text_content("#calls-total") == str(calls)
     for i, p in enumerate(("p50", "p95", "p99")):
         assert page.text_content(f"#latency-{p}") == f"{latency[i]:.1f} ms"
         assert page.text_content(f"#ttft-{p}") == f"{ttft[i]:.1f} ms"
     assert page.text_content("#error-count") == f"{errors} errors"
     assert page.text_content("#refusal-count") == f"{refused} refused"
+    assert page.text_content("#error-rate") == _pct(errors, calls)
+    assert page.text_content("#refusal-rate") == _pct(refused, calls)
 
     # The charts drew the same calls, bucket by bucket.
     chart_calls = page.evaluate(
         "window.koverageCharts['chart-throughput'].data[1].reduce((a, b) => a + b, 0)"
     )
     assert chart_calls == calls
+    chart_errors, chart_refused = page.evaluate(
+        "window.koverageCharts['chart-errors'].data.slice(1)"
+        ".map(s => s.reduce((a, b) => a + b, 0))"
+    )
+    assert (chart_errors, chart_refused) == (errors, refused)
     assert page.locator("#chart-latency canvas").count() == 1
     chart_p99 = page.evaluate(
         "Math.max(...window.koverageCharts['chart-latency'].data[3].filter(v => v !== null))"
@@ -123,6 +169,29 @@ def test_live_view_shows_the_numbers_the_database_holds(dashboard, mesh, page):
     screenshot(page, "live")
 
 
+def test_live_view_shows_the_span_ingest_rejected(dashboard, mesh, page):
+    # The collector forwarded one unredacted span, which ingest refused and
+    # counted on its /metrics, the URL the dashboard scrapes.
+    at_ingest = counter_value(mesh.metrics_urls["ingest"], _REJECTED, tenant=TENANT)
+    assert at_ingest >= mesh.rejected_spans >= 1
+    _sign_in(page, dashboard)
+
+    # The page adds this process's own counter (the dashboard reads its
+    # registry in process, where other test modules may have counted some).
+    in_process = sum(
+        sample.value
+        for family in prometheus_client.REGISTRY.collect()
+        for sample in family.samples
+        if sample.name == _REJECTED and sample.labels.get("tenant") == TENANT
+    )
+    assert page.text_content("#ingest-rejected") == str(int(at_ingest + in_process))
+    assert "lossy" in page.get_attribute("#drops-tile", "class")
+    rows = page.locator("#drops-table tbody tr").all_text_contents()
+    for url in mesh.metrics_urls.values():
+        assert f"{url}scrapeok" in rows
+    assert page.js_errors == []
+
+
 def test_conversation_waterfall_shows_its_spans_in_order(dashboard, mesh, page):
     conversation = mesh.conversations[0]  # two turns: two traces
     _sign_in(page, dashboard, "conversations")
@@ -132,22 +201,30 @@ def test_conversation_waterfall_shows_its_spans_in_order(dashboard, mesh, page):
         timeout=_RENDER_TIMEOUT_MS,
     )
 
+    # Turns top to bottom in the order they happened (each trace by its
+    # first span), spans within a trace by start time.
     with psycopg.connect(mesh.database_url) as conn:
         expected = conn.execute(
-            "SELECT encode(trace_id, 'hex'), encode(span_id, 'hex'), name FROM spans"
+            "SELECT encode(trace_id, 'hex'), encode(span_id, 'hex') FROM spans"
             " WHERE tenant = %s AND trace_id IN (SELECT trace_id FROM llm_calls"
             "   WHERE conversation_id = %s)"
-            " ORDER BY trace_id, start_time, span_id",
+            " ORDER BY min(start_time) OVER (PARTITION BY trace_id), start_time,"
+            "   span_id",
             (TENANT, conversation),
         ).fetchall()
     traces = page.locator("#waterfall .trace")
-    assert traces.count() == len({t for t, _, _ in expected}) == 2
+    trace_ids = [trace.get_attribute("data-trace") for trace in traces.all()]
+    assert len(trace_ids) == len({t for t, _ in expected}) == 2
     shown = [
         (trace.get_attribute("data-trace"), row.get_attribute("data-span"))
         for trace in traces.all()
         for row in trace.locator(".span-row").all()
     ]
-    assert shown == [(t, s) for t, s, _ in expected]
+    assert shown == expected
+    # The turns' trace ids were chosen so that id order is the reverse of
+    # time order: the first turn's id starts f0, the second's 0f.
+    assert [t[:2] for t in trace_ids] == ["f0", "0f"]
+    assert trace_ids != sorted(trace_ids)
 
     # chat -> router -> provider call: the LLM call is nested below the
     # trace's root and carries its TTFT bar, tokens, cost and status.
@@ -186,9 +263,118 @@ def test_a_script_in_a_preview_is_shown_as_text(dashboard, mesh, page):
     assert "jane.doe@example.com" not in prompt  # redacted before export
     assert page.locator("#waterfall script, #waterfall img").count() == 0
     assert page.evaluate("window.__pwned") is None
-    assert "email" in page.locator(".badge.pii").first.text_content()
     assert page.js_errors == []
     screenshot(page, "injected-preview")
+
+
+def test_pii_badges_show_the_stored_redaction_counts(dashboard, mesh, page):
+    conversation = mesh.injected_conversation
+    _sign_in(page, dashboard, "conversations")
+    page.goto(f"{dashboard.url}#conversation/{conversation}")
+    page.wait_for_selector(
+        f"body[data-rendered='conversation/{conversation}']",
+        timeout=_RENDER_TIMEOUT_MS,
+    )
+    (counts,) = _fetch_one(
+        mesh.database_url,
+        "SELECT redaction_counts FROM llm_calls"
+        " WHERE tenant = %s AND conversation_id = %s",
+        (TENANT, conversation),
+    )
+    # Two addresses were planted in the prompt.
+    assert counts["email"] == 2
+    badges = page.locator(".span-row .badge.pii").all_text_contents()
+    assert badges == [f"{kind} ×{n}" for kind, n in counts.items() if n > 0]
+    assert "email ×2" in badges
+
+
+def test_conversations_list_shows_errors_and_refusals(dashboard, mesh, page):
+    _sign_in(page, dashboard, "conversations")
+    with psycopg.connect(mesh.database_url) as conn:
+        stored = conn.execute(
+            "SELECT conversation_id, count(*) FILTER (WHERE status = 'error'),"
+            " count(*) FILTER (WHERE status = 'refused') FROM llm_calls"
+            " WHERE tenant = %s AND conversation_id = ANY(%s) GROUP BY 1",
+            (TENANT, mesh.conversations),
+        ).fetchall()
+    stored = {conversation: (e, r) for conversation, e, r in stored}
+    assert stored[mesh.failed_conversation][0] >= 1
+    assert stored[mesh.refused_conversation] == (0, 1)
+    for conversation, (errors, refused) in stored.items():
+        cells = page.locator(
+            f"tr[data-conversation='{conversation}'] td"
+        ).all_text_contents()
+        assert cells[5:7] == [str(errors), str(refused)], conversation
+    screenshot(page, "conversations")
+
+    # The failed call's span row carries the error status.
+    page.click(f"tr[data-conversation='{mesh.failed_conversation}']")
+    page.wait_for_selector(
+        f"body[data-rendered='conversation/{mesh.failed_conversation}']",
+        timeout=_RENDER_TIMEOUT_MS,
+    )
+    statuses = page.locator(".span-row .badge.error").all_text_contents()
+    assert statuses.count("error") >= stored[mesh.failed_conversation][0]
+    assert page.js_errors == []
+
+
+def test_live_view_refreshes_with_new_traffic_without_a_reload(dashboard, mesh, page):
+    _sign_in(page, dashboard)
+    before = int(page.text_content("#calls-total"))
+    page.evaluate("window.__same_document = true")
+
+    conversation = chat_once(mesh, "One more turn, for the refresh.")
+    wait_for_calls(mesh.database_url, [conversation])
+    (after,) = _fetch_one(
+        mesh.database_url,
+        "SELECT count(*) FROM llm_calls WHERE tenant = %s",
+        (TENANT,),
+    )
+    assert after == before + 1
+    _wait_for_text(page, "calls-total", str(after), _REFRESH_TIMEOUT_MS)
+    assert page.evaluate("window.__same_document") is True  # no reload
+    assert page.js_errors == []
+
+
+def test_window_and_tenant_switches_change_the_numbers(open_dashboard, mesh, page):
+    page.goto(open_dashboard.url)
+    page.wait_for_selector("body[data-rendered='live']", timeout=_RENDER_TIMEOUT_MS)
+    assert page.locator("#tenant-select").is_visible()
+    page.select_option("#tenant-select", ACME)
+
+    # acme has one call in each window's reach: 1, 2, 3, 4 calls as it widens.
+    expected = []
+    with psycopg.connect(mesh.database_url) as conn:
+        for name, minutes in _WINDOW_MINUTES.items():
+            since = datetime.datetime.now(datetime.UTC) - datetime.timedelta(
+                minutes=minutes
+            )
+            calls, cost = conn.execute(
+                "SELECT count(*), coalesce(sum(cost_usd), 0) FROM llm_calls"
+                " WHERE tenant = %s AND start_time >= %s",
+                (ACME, since),
+            ).fetchone()
+            expected.append((name, calls, cost))
+    assert [calls for _, calls, _ in expected] == [1, 2, 3, 4]
+    assert len(ACME_AGES_MIN) == 4
+    for name, calls, cost in expected:
+        page.click(f"#windows button[data-window='{name}']")
+        _wait_for_text(page, "calls-total", str(calls), _RENDER_TIMEOUT_MS)
+        assert page.text_content("#total-cost") == _usd(cost), name
+        rows = page.locator("#cost-table tbody tr[data-model]").count()
+        assert rows == 1
+
+    # Back to the default tenant, still on 7 d: the mesh's own traffic.
+    (default_calls,) = _fetch_one(
+        mesh.database_url,
+        "SELECT count(*) FROM llm_calls WHERE tenant = %s",
+        (TENANT,),
+    )
+    page.select_option("#tenant-select", TENANT)
+    _wait_for_text(page, "calls-total", str(default_calls), _RENDER_TIMEOUT_MS)
+    assert default_calls != 4
+    assert page.js_errors == []
+    screenshot(page, "live-tenant-switch")
 
 
 def test_evaluation_view_lists_runs_with_reports_and_index_history(
@@ -199,6 +385,32 @@ def test_evaluation_view_lists_runs_with_reports_and_index_history(
     newest = page.locator(f".run[data-run='{mesh.runs[-1]}']")
     assert newest.locator("tr[data-arm]").count() == 4  # 2 models x off/on
     assert "κ" in newest.locator(".agreement").text_content()
+
+    # Index, CI, tier and per-axis risk as the stored scorecard holds them.
+    (scorecard,) = _fetch_one(
+        mesh.database_url,
+        "SELECT scorecard FROM underwriter_runs WHERE id = %s",
+        (mesh.runs[-1],),
+    )
+    for entry in scorecard["entries"]:
+        for arm, summary in entry["arms"].items():
+            row = newest.locator(f"tr[data-model='{entry['model']}'][data-arm='{arm}']")
+            low, high = summary["index_ci"]
+            assert row.locator("td.index").text_content() == (
+                f"{_fixed(summary['index'], 1)} [{_fixed(low, 1)}, {_fixed(high, 1)}]"
+            )
+            tier = summary["tier"] + (
+                " (uncertain)" if summary["tier_uncertain"] else ""
+            )
+            assert row.locator("td.tier").text_content() == tier
+            for axis, a in summary["axes"].items():
+                assert row.locator(
+                    f"td.axes div[data-axis='{axis}']"
+                ).text_content() == (
+                    f"{axis}: {_fixed(a['risk'], 3)} [{_fixed(a['ci'][0], 3)},"
+                    f" {_fixed(a['ci'][1], 3)}]"
+                    f" n={a['n']}"
+                )
 
     href = newest.locator("a.pdf-link").get_attribute("href")
     response = page.request.get(dashboard.url.rstrip("/") + href)

@@ -238,14 +238,14 @@
     const body = el("tbody");
     for (const entry of run.entries) {
       for (const [arm, s] of Object.entries(entry.arms)) {
-        const axes = el("td");
+        const axes = el("td", { class: "axes" });
         for (const [axis, a] of Object.entries(s.axes)) {
-          axes.append(el("div", {}, axis + ": " + num(a.risk, 3) + " [" + num(a.ci?.[0], 3) + ", " + num(a.ci?.[1], 3) + "] n=" + a.n));
+          axes.append(el("div", { dataset: { axis: axis } }, axis + ": " + num(a.risk, 3) + " [" + num(a.ci?.[0], 3) + ", " + num(a.ci?.[1], 3) + "] n=" + a.n));
         }
         body.append(el("tr", { dataset: { model: entry.model, arm: arm } },
           el("td", {}, entry.model + (entry.simulated ? " (simulated)" : "")), el("td", {}, entry.temperature),
           el("td", {}, arm), el("td", { class: "index" }, num(s.index, 1) + " [" + num(s.index_ci?.[0], 1) + ", " + num(s.index_ci?.[1], 1) + "]"),
-          el("td", {}, (s.tier ?? "–") + (s.tier_uncertain ? " (uncertain)" : "")), axes));
+          el("td", { class: "tier" }, (s.tier ?? "–") + (s.tier_uncertain ? " (uncertain)" : "")), axes));
       }
     }
     table.append(body);
