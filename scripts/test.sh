@@ -16,4 +16,12 @@ if ! pg_isready -q -h 127.0.0.1 -p 5432 2>/dev/null; then
 fi
 
 .venv/bin/python scripts/gen_protos.py --check
-exec .venv/bin/python -m pytest -q -p no:cacheprovider "$@"
+status=0
+.venv/bin/python -m pytest -q -p no:cacheprovider "$@" || status=$?
+
+# The dashboard's end-to-end tests keep a screenshot of each view here
+# (gitignored; emptied when those tests start).
+if compgen -G "test-artifacts/dashboard/*.png" >/dev/null; then
+  echo "test: dashboard screenshots in $PWD/test-artifacts/dashboard/"
+fi
+exit "$status"

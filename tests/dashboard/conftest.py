@@ -135,7 +135,10 @@ def browser():
     _require_browser()
     from playwright.sync_api import sync_playwright
 
+    # The folder holds this run's screenshots only (scripts/test.sh names it).
     ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    for old in ARTIFACTS.glob("*.png"):
+        old.unlink()
     with sync_playwright() as playwright:
         browser = playwright.chromium.launch(
             executable_path=CHROMIUM,
