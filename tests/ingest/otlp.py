@@ -111,8 +111,14 @@ def read_topic(
     *,
     partitions: int = 1,
     timeout_s: float = 15.0,
+    quiet_s: float = 0.5,
 ) -> list:
-    """Reads `count` records from the start of every partition (no group join)."""
+    """Reads a topic from the start of every partition to its end (no group join).
+
+    Reads until `count` records came (or `timeout_s` passed), then on until
+    no record arrives for `quiet_s`, so records beyond the expected count are
+    returned too. Watermarks are not used: Tansu's do not mark the end.
+    """
     consumer = Consumer(
         {
             "bootstrap.servers": bootstrap,
@@ -130,8 +136,14 @@ def read_topic(
             for message in consumer.consume(1000, timeout=0.2):
                 if message.error() is None:
                     records.append(message)
-        # A short extra read catches anything beyond the expected count.
-        records += [m for m in consumer.consume(1000, timeout=0.5) if m.error() is None]
+        quiet_until = time.monotonic() + quiet_s
+        while time.monotonic() < quiet_until:
+            batch = [
+                m for m in consumer.consume(1000, timeout=0.2) if m.error() is None
+            ]
+            if batch:
+                records += batch
+                quiet_until = time.monotonic() + quiet_s
     finally:
         consumer.close()
     return records
