@@ -179,3 +179,57 @@ async def test_an_existing_database_is_upgraded_in_place(router, tmp_path):
         {"role": "assistant", "content": "Noted: 42."},
         {"role": "user", "content": "What number?"},
     ]
+
+
+async def test_upgrade_keeps_one_streaming_answer_per_conversation(router, tmp_path):
+    first_only = tmp_path / "migrations"
+    first_only.mkdir()
+    shutil.copy(MIGRATIONS_DIR / "0001_conversations.sql", first_only)
+    crowded, single = str(uuid.uuid4()), str(uuid.uuid4())
+    older, newer, alone = (str(uuid.uuid4()) for _ in range(3))
+
+    with fresh_database("koverage_test_chat_upgrade_dups") as url:
+        migrate(url, owner="chat", directory=first_only)
+        with psycopg.connect(url) as conn:
+            for conversation_id in (crowded, single):
+                conn.execute(
+                    "INSERT INTO chat_conversations (id, tenant, title, model) "
+                    "VALUES (%s, 'default', 'old', 'fixture/model')",
+                    (conversation_id,),
+                )
+            # Two answers left streaming in one conversation, one in another.
+            for message_id, conversation_id in (
+                (older, crowded),
+                (newer, crowded),
+                (alone, single),
+            ):
+                conn.execute(
+                    "INSERT INTO chat_messages (id, conversation_id, role, "
+                    "content, status) VALUES (%s, %s, 'user', 'q', 'complete'), "
+                    "(%s, %s, 'assistant', 'part', 'streaming')",
+                    (str(uuid.uuid4()), conversation_id, message_id, conversation_id),
+                )
+
+        assert migrate_database(url) == 1
+        rows = {m: await _stored_row(url, m) for m in (older, newer, alone)}
+        async with await psycopg.AsyncConnection.connect(url) as conn:
+            cur = await conn.execute(
+                "SELECT finish_reason FROM chat_messages WHERE id = %s", (older,)
+            )
+            (older_finish,) = await cur.fetchone()
+
+        async with running_chat(router, url) as chat:
+            turn = await stream_turn(chat.stub, conversation_id=crowded, content="go")
+            stored = await chat.stub.GetConversation(
+                chat_pb2.GetConversationRequest(conversation_id=crowded), timeout=5
+            )
+
+    assert rows[older][:2] == ("failed", "part")
+    assert "newer answer in the same conversation" in rows[older][2]
+    assert older_finish == "error"
+    assert rows[newer] == ("streaming", "part", "")
+    assert rows[alone] == ("streaming", "part", "")
+    # Start-up recovery fails the newest; the conversation then goes on.
+    assert stored.messages[3].status == chat_pb2.MESSAGE_STATUS_FAILED
+    assert stored.messages[3].failure_reason == ABANDONED_REASON
+    assert turn.completed.status == chat_pb2.MESSAGE_STATUS_COMPLETE
