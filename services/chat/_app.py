@@ -47,7 +47,9 @@ async def build_server(settings: Settings, *, recover: bool = True) -> MeshServe
             `chat_address`, `chat_default_model` and `chat_orphan_grace_s`
             are used.
         recover: Mark messages left `streaming` by a stopped process as
-            failed before serving (see `ChatStore.fail_abandoned`).
+            failed before serving (see `ChatStore.fail_abandoned`, whose
+            known limitation is why one chat process per database is
+            assumed).
 
     Raises:
         ValueError: `database_url` is empty.

@@ -359,11 +359,18 @@ class ChatStore:
         Run once at start, before serving: no generation of this process
         exists yet, so any streaming row was left by a process that stopped.
 
-        Known limitation: this assumes one chat process per database. With
-        several replicas, a replica that starts would fail the live
-        generations of the others. Recording the owning process and a
-        heartbeat on each streaming row, and failing only rows whose
-        heartbeat is stale, would make it safe for replicas.
+        Known limitation: one chat process per database is assumed. A live
+        generation exists only in the memory of the process running it, and
+        a streaming row records neither its owner nor whether that owner is
+        alive, so a starting process cannot tell a row left by a dead
+        process from one another replica is streaming right now. With
+        several replicas, each start fails the others' live answers (their
+        final writes then find the row no longer streaming and are lost),
+        and CancelGeneration or ResumeGeneration reaching the wrong replica
+        answers UNAVAILABLE. Run one chat replica per database. Recording
+        the owning process and a heartbeat on each streaming row, failing
+        only rows whose heartbeat is stale, and routing Cancel and Resume to
+        the owner would make replicas safe.
 
         Returns:
             How many messages were marked failed.
