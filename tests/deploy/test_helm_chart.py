@@ -344,6 +344,44 @@ def test_autoscalers_own_replicas_of_router_and_worker(scenario):
     assert set(hpas) <= {"router", "worker"}
 
 
+def test_chat_runs_one_pod_replaced_by_recreate_without_autoscaler(scenario):
+    _, _, objects = scenario
+    deployments = _koverage_deployments(objects)
+    hpas = {
+        _component(h) for h in _by_kind(objects, "HorizontalPodAutoscaler").values()
+    }
+
+    chat = deployments["chat"]["spec"]
+    # On start chat fails every streaming message in its database, so an old
+    # and a new pod must never run at once.
+    assert chat["replicas"] == 1
+    assert chat["strategy"] == {"type": "Recreate"}
+    assert "chat" not in hpas
+    for component, deployment in deployments.items():
+        if component != "chat":
+            assert "strategy" not in deployment["spec"], component
+
+
+def test_chat_budget_never_blocks_a_drain(scenario):
+    values, _, objects = scenario
+    if not values.get("podDisruptionBudget", {}).get("enabled", True):
+        return
+    budgets = {
+        _component(p): p for p in _by_kind(objects, "PodDisruptionBudget").values()
+    }
+
+    assert budgets["chat"]["spec"]["maxUnavailable"] == 1
+    assert "minAvailable" not in budgets["chat"]["spec"]
+
+
+def test_values_schema_refuses_chat_autoscaling():
+    values = load_values(_DEFAULT_VALUES)
+    values["chat"] = {"autoscaling": {"enabled": True}}
+
+    with pytest.raises(helm.HelmValuesError, match="autoscaling"):
+        render(values)
+
+
 def test_network_policy_admits_only_the_mesh(scenario):
     values, _, objects = scenario
     policies = list(_by_kind(objects, "NetworkPolicy").values())
@@ -542,6 +580,13 @@ def test_every_values_key_is_commented():
             {"router": {"autoscaling": {"minReplicas": 9, "maxReplicas": 3}}},
             "minReplicas \\(9\\) is greater than maxReplicas \\(3\\)",
         ),
+        (
+            {"chat": {"replicas": 2}},
+            (
+                "chat.replicas is 2 but chat must run as one pod: on start it marks "
+                "every streaming message in the database failed"
+            ),
+        ),
     ],
     ids=[
         "worker-over-partitions",
@@ -550,6 +595,7 @@ def test_every_values_key_is_commented():
         "pdb-both",
         "collector-memory",
         "hpa-min-max",
+        "chat-replicas",
     ],
 )
 def test_contradictory_values_fail_with_a_clear_message(change, message):

@@ -218,6 +218,9 @@ change. Included by every template that depends on them.
 {{- if and $pdb.enabled (not (kindIs "invalid" $pdb.minAvailable)) (not (kindIs "invalid" $pdb.maxUnavailable)) -}}
 {{- fail "podDisruptionBudget: set either minAvailable or maxUnavailable, not both (set the other to null)" -}}
 {{- end -}}
+{{- if gt (int $v.chat.replicas) 1 -}}
+{{- fail (printf "chat.replicas is %d but chat must run as one pod: on start it marks every streaming message in the database failed, so a second pod would fail the first one's live answers (see chat in values.yaml); set chat.replicas=1" (int $v.chat.replicas)) -}}
+{{- end -}}
 {{- $security := $v.kafka.security -}}
 {{- $sasl := hasPrefix "SASL_" $security.protocol -}}
 {{- if and $sasl (not $security.sasl.mechanism) -}}
