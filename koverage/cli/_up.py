@@ -62,6 +62,11 @@ def register(commands) -> None:
 
 def run(args) -> int:
     settings = Settings.from_env()
+    try:
+        keys = resolve_api_keys(settings)
+    except ValueError as exc:
+        print(f"koverage up: {exc}", file=sys.stderr)
+        return 2
     # The console is for the endpoints; `up`'s own lifecycle logs show only
     # when asked for (each service logs in full to its own file).
     configure_logging("up", os.environ.get(ENV_PREFIX + "LOG_LEVEL", "WARNING"))
@@ -71,7 +76,7 @@ def run(args) -> int:
     print(f"koverage up: logs in {logs}", flush=True)
 
     with Supervisor(logs) as supervisor:
-        mesh = _start_mesh(settings, args, supervisor, directory)
+        mesh = _start_mesh(settings, args, supervisor, directory, keys)
         write_state(settings, mesh.state)
         _print_endpoints(mesh)
         try:
@@ -96,6 +101,41 @@ def run(args) -> int:
             return 0
         finally:
             clear_state(settings, os.getpid())
+
+
+def resolve_api_keys(settings: Settings) -> tuple[str, str]:
+    """The API key a local run uses, and the keys its services accept.
+
+    A configured KOVERAGE_CLIENT_API_KEY is used as is; otherwise the first
+    key of KOVERAGE_API_KEYS; otherwise a fresh key is generated. When
+    KOVERAGE_API_KEYS is empty, the services accept just that key, as tenant
+    `local`.
+
+    Args:
+        settings: The `up` command's settings.
+
+    Returns:
+        (api_key, api_keys): the key the demo, the collector and the printed
+        commands send, and the `key=tenant` list for KOVERAGE_API_KEYS.
+
+    Raises:
+        ValueError: KOVERAGE_API_KEYS is malformed, or
+            KOVERAGE_CLIENT_API_KEY is set but is not one of its keys (every
+            call with it would be refused as UNAUTHENTICATED).
+    """
+    tenants = settings.api_key_tenants()
+    client_key = settings.client_api_key
+    if tenants:
+        if client_key and client_key not in tenants:
+            raise ValueError(
+                "KOVERAGE_CLIENT_API_KEY is not one of the keys in "
+                "KOVERAGE_API_KEYS, so the services would refuse it; add it "
+                "there as key=tenant, or unset KOVERAGE_CLIENT_API_KEY to use "
+                "the first key listed"
+            )
+        return client_key or next(iter(tenants)), settings.api_keys
+    api_key = client_key or "kov_" + secrets.token_urlsafe(24)
+    return api_key, f"{api_key}=local"
 
 
 class _Mesh:
@@ -125,7 +165,9 @@ class _Mesh:
         }
 
 
-def _start_mesh(settings: Settings, args, supervisor: Supervisor, directory) -> _Mesh:
+def _start_mesh(
+    settings: Settings, args, supervisor: Supervisor, directory, api_keys
+) -> _Mesh:
     mesh = _Mesh()
     started = time.perf_counter()
 
@@ -145,15 +187,8 @@ def _start_mesh(settings: Settings, args, supervisor: Supervisor, directory) -> 
         },
     )
 
-    # A local run needs a key unless one is configured.
-    keys = settings.api_keys
-    mesh.api_key = settings.client_api_key or (
-        keys.split(",")[0].partition("=")[0]
-        if keys
-        else "kov_" + secrets.token_urlsafe(24)
-    )
-    if not keys:
-        keys = f"{mesh.api_key}=local"
+    # A local run needs a key unless one is configured (resolve_api_keys).
+    mesh.api_key, keys = api_keys
 
     mesh.services = _addresses(settings, args.port_base)
     mesh.dashboard_address = (

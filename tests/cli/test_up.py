@@ -1,20 +1,30 @@
 """`koverage up` and `koverage status` as a user runs them: real processes,
-embedded Postgres, the Tansu broker, the Rotel collector and every service."""
+embedded Postgres, the Tansu broker, the Rotel collector and every service;
+each replaced by configuration; and how a local run picks its API key."""
 
+import argparse
 import json
 import os
 import pathlib
+import queue
 import shutil
 import signal
 import subprocess
 import sys
 import tempfile
 import time
+from concurrent import futures
 
+import grpc
 import psutil
 import pytest
+from opentelemetry.proto.collector.trace.v1 import (
+    trace_service_pb2,
+    trace_service_pb2_grpc,
+)
 
-pytestmark = [pytest.mark.integration, pytest.mark.slow]
+from koverage.cli import _up
+from koverage.settings import Settings
 
 _READY_LINE = "mesh is up; Ctrl-C stops it"
 _START_TIMEOUT_S = 180
@@ -47,6 +57,8 @@ def _descendants(pid: int) -> list[int]:
         return []
 
 
+@pytest.mark.integration
+@pytest.mark.slow
 def test_up_runs_the_mesh_reports_status_and_stops_cleanly(run_dir):
     env = _env(run_dir)
     up = subprocess.Popen(
@@ -172,6 +184,8 @@ def _assert_dashboard_signs_in(url: str) -> None:
     assert any(c.name for c in jar)
 
 
+@pytest.mark.integration
+@pytest.mark.slow
 def test_up_uses_a_configured_database_instead_of_the_embedded_one(run_dir):
     from tests.engines import fresh_database
 
@@ -193,3 +207,123 @@ def test_up_uses_a_configured_database_instead_of_the_embedded_one(run_dir):
             stored = conn.execute("SELECT count(*) FROM chat_messages").fetchone()[0]
         assert stored == 2  # the demo's question and answer
     assert not (run_dir / "postgres").exists()
+
+
+class _RecordingTraceService(trace_service_pb2_grpc.TraceServiceServicer):
+    """An OTLP collector stand-in that keeps every export it receives."""
+
+    def __init__(self) -> None:
+        self.requests: queue.Queue = queue.Queue()
+
+    def Export(self, request, context):
+        self.requests.put(request)
+        return trace_service_pb2.ExportTraceServiceResponse()
+
+
+@pytest.fixture
+def trace_sink():
+    service = _RecordingTraceService()
+    server = grpc.server(futures.ThreadPoolExecutor(max_workers=2))
+    trace_service_pb2_grpc.add_TraceServiceServicer_to_server(service, server)
+    port = server.add_insecure_port("127.0.0.1:0")
+    server.start()
+    yield f"127.0.0.1:{port}", service
+    server.stop(grace=None)
+
+
+@pytest.mark.integration
+@pytest.mark.slow
+def test_up_uses_configured_kafka_collector_and_key_instead_of_embedded_ones(
+    run_dir, trace_sink
+):
+    from confluent_kafka.admin import AdminClient
+
+    from tests.engines import fresh_database, tansu_broker
+
+    sink_address, sink = trace_sink
+    with (
+        fresh_database("koverage_test_up_engines") as database_url,
+        tansu_broker() as bootstrap,
+    ):
+        env = {
+            **_env(run_dir),
+            "KOVERAGE_DATABASE_URL": database_url,
+            "KOVERAGE_KAFKA_BOOTSTRAP": bootstrap,
+            "KOVERAGE_OTLP_ENDPOINT": sink_address,
+            "KOVERAGE_API_KEYS": "k-ops=ops,k-team=team",
+            "KOVERAGE_CLIENT_API_KEY": "k-team",
+        }
+        done = subprocess.run(
+            _koverage("up", "--port-base", "0", "--exit-after-demo"),
+            check=False,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=_START_TIMEOUT_S,
+        )
+        topics = AdminClient({"bootstrap.servers": bootstrap}).list_topics(timeout=10)
+
+    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
+    assert f"kafka        {bootstrap}" in done.stdout
+    assert f"otlp         {sink_address}" in done.stdout
+    # The configured key, not a generated one, and the demo got through with it.
+    assert "API key: k-team" in done.stdout
+    assert "Bearer k-team" in done.stdout and "kov_" not in done.stdout
+    assert "[complete] model=sim/steady" in done.stdout
+    assert {"koverage.spans", "koverage.spans.dlq"} <= set(topics.topics)
+    # Neither Tansu nor Rotel (nor Postgres) ran: the supervisor logs every
+    # child it starts to <name>.log.
+    logs = {p.name for p in (run_dir / "logs").iterdir()}
+    assert {"router.log", "chat.log", "ingest.log"} <= logs
+    assert not logs & {"tansu.log", "rotel.log", "postgres.log"}
+    # The services exported their spans to the configured endpoint.
+    names = set()
+    while not sink.requests.empty():
+        for resource_spans in sink.requests.get().resource_spans:
+            for scope_spans in resource_spans.scope_spans:
+                names.update(span.name for span in scope_spans.spans)
+    assert "chat sim/steady" in names
+
+
+def test_a_configured_client_key_is_used_and_accepted():
+    settings = Settings.from_env(
+        {"KOVERAGE_API_KEYS": "k-a=a, k-b=b", "KOVERAGE_CLIENT_API_KEY": "k-b"}
+    )
+    assert _up.resolve_api_keys(settings) == ("k-b", "k-a=a, k-b=b")
+
+
+def test_without_a_client_key_the_first_configured_key_is_used():
+    settings = Settings.from_env({"KOVERAGE_API_KEYS": "k-a=a,k-b=b"})
+    assert _up.resolve_api_keys(settings) == ("k-a", "k-a=a,k-b=b")
+
+
+def test_a_client_key_alone_is_accepted_as_the_local_tenant():
+    settings = Settings.from_env({"KOVERAGE_CLIENT_API_KEY": "mine"})
+    assert _up.resolve_api_keys(settings) == ("mine", "mine=local")
+
+
+def test_without_any_key_one_is_generated_per_run():
+    first, first_keys = _up.resolve_api_keys(Settings.from_env({}))
+    second, _ = _up.resolve_api_keys(Settings.from_env({}))
+    assert first.startswith("kov_") and len(first) > 20
+    assert first != second
+    assert first_keys == f"{first}=local"
+
+
+def test_a_client_key_outside_the_accepted_keys_stops_up_before_it_starts(
+    run_dir, monkeypatch, capsys
+):
+    for name in [k for k in os.environ if k.startswith("KOVERAGE_")]:
+        monkeypatch.delenv(name)
+    monkeypatch.setenv("KOVERAGE_RUN_DIR", str(run_dir))
+    monkeypatch.setenv("KOVERAGE_API_KEYS", "k-a=a")
+    monkeypatch.setenv("KOVERAGE_CLIENT_API_KEY", "k-secret-typo")
+    args = argparse.Namespace(port_base=0, demo=False, exit_after_demo=True)
+
+    code = _up.run(args)
+
+    err = capsys.readouterr().err
+    assert code == 2
+    assert "KOVERAGE_CLIENT_API_KEY is not one of the keys in KOVERAGE_API_KEYS" in err
+    assert "k-secret-typo" not in err  # keys are never printed
+    assert not (run_dir / "logs").exists()  # nothing was started
