@@ -504,8 +504,10 @@ class GenerationRegistry:
         Outcomes still waiting for the database are given up: their rows
         stay `streaming`, and the next start marks them failed.
         """
-        for settler in list(self._settlers):
+        settlers = list(self._settlers)
+        for settler in settlers:
             settler.cancel()
+        await asyncio.gather(*settlers, return_exceptions=True)
         generations = list(self._live.values())
         for generation in generations:
             generation.cancel("failed", reason)

@@ -10,7 +10,7 @@ from psycopg import sql
 
 from koverage.chat.v1 import chat_pb2
 from koverage.errors import UnavailableError
-from services.chat import migrate_database
+from services.chat import ABANDONED_REASON, migrate_database
 from services.chat._store import ChatStore
 from tests.chat.conftest import rpc_code, running_chat, stored_answer, stream_turn
 from tests.engines import fresh_database, postgres_url
@@ -75,6 +75,11 @@ async def test_final_write_that_keeps_failing_reports_failed_not_complete(
     ]
     assert "".join(e.delta.text for e in resumed[:-1]) == turn.text
     assert resumed[-1].completed.status == chat_pb2.MESSAGE_STATUS_FAILED
+    cancel = chat.stub.CancelGeneration(
+        chat_pb2.CancelGenerationRequest(message_id=turn.started.message_id),
+        timeout=5,
+    )
+    assert await rpc_code(cancel) == grpc.StatusCode.FAILED_PRECONDITION
 
     # Once the database is back, the next turn works at once.
     failing.healed = True
@@ -194,3 +199,24 @@ async def test_database_outage_is_unavailable_and_the_next_turn_works_after(
         "three",
         after.text,
     ]
+
+
+async def test_server_stopping_with_an_unstored_outcome_leaves_it_to_restart(
+    router, database_url, monkeypatch
+):
+    failing = FailingFinishes(monkeypatch, failures=None)
+    async with running_chat(router, database_url) as chat:
+        turn = await stream_turn(chat.stub, content="hello", model="fixture/model")
+    assert turn.completed.status == chat_pb2.MESSAGE_STATUS_FAILED
+
+    # The stop gave up the background write; the next start recovers the row.
+    failing.healed = True
+    async with running_chat(router, database_url) as chat:
+        answer = await stored_answer(chat.stub, turn.started.conversation_id)
+        after = await stream_turn(
+            chat.stub, conversation_id=turn.started.conversation_id, content="2"
+        )
+
+    assert answer.status == chat_pb2.MESSAGE_STATUS_FAILED
+    assert answer.failure_reason == ABANDONED_REASON
+    assert after.completed.status == chat_pb2.MESSAGE_STATUS_COMPLETE
