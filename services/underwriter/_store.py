@@ -1,16 +1,26 @@
-"""Evaluation runs in Postgres (the underwriter owns `underwriter_runs`)."""
+"""Evaluation runs in Postgres (the underwriter owns `underwriter_runs`).
+
+A database that cannot be reached (connection refused, pool timeout) raises
+`UnavailableError` (UNAVAILABLE at the gRPC boundary), so callers may retry.
+"""
 
 import base64
+import contextlib
 import dataclasses
 import datetime
 import json
+import logging
 import uuid
+from collections.abc import AsyncIterator
 
+import psycopg
 from psycopg.rows import dict_row
 from psycopg.types.json import Jsonb
 from psycopg_pool import AsyncConnectionPool
 
-from koverage.errors import InvalidArgumentError, NotFoundError
+from koverage.errors import InvalidArgumentError, NotFoundError, UnavailableError
+
+logger = logging.getLogger(__name__)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -33,8 +43,23 @@ class RunStore:
     def __init__(self, pool: AsyncConnectionPool) -> None:
         self._pool = pool
 
+    @contextlib.asynccontextmanager
+    async def _connection(self) -> AsyncIterator[psycopg.AsyncConnection]:
+        """A pooled connection; a database outage becomes UnavailableError."""
+        try:
+            async with self._pool.connection() as conn:
+                yield conn
+        except psycopg.OperationalError as exc:
+            logger.warning(
+                "underwriter database unavailable",
+                extra={"error_type": type(exc).__name__},
+            )
+            raise UnavailableError(
+                "the underwriter's database is unavailable; retry in a few seconds"
+            ) from exc
+
     async def create(self, tenant: str, run_id: str, spec: dict) -> None:
-        async with self._pool.connection() as conn:
+        async with self._connection() as conn:
             await conn.execute(
                 "INSERT INTO underwriter_runs (id, tenant, state, spec) "
                 "VALUES (%s, %s, 'running', %s)",
@@ -42,7 +67,7 @@ class RunStore:
             )
 
     async def finish(self, run_id: str, scorecard: dict, report_pdf: bytes) -> None:
-        async with self._pool.connection() as conn:
+        async with self._connection() as conn:
             await conn.execute(
                 "UPDATE underwriter_runs SET state = 'succeeded', finished_at = now(), "
                 "scorecard = %s, report_pdf = %s WHERE id = %s",
@@ -50,7 +75,7 @@ class RunStore:
             )
 
     async def fail(self, run_id: str, error: str) -> None:
-        async with self._pool.connection() as conn:
+        async with self._connection() as conn:
             await conn.execute(
                 "UPDATE underwriter_runs SET state = 'failed', finished_at = now(), "
                 "error = %s WHERE id = %s",
@@ -59,7 +84,7 @@ class RunStore:
 
     async def fail_abandoned(self) -> int:
         """Marks runs left running by a stopped process as failed."""
-        async with self._pool.connection() as conn:
+        async with self._connection() as conn:
             cursor = await conn.execute(
                 "UPDATE underwriter_runs SET state = 'failed', finished_at = now(), "
                 "error = 'the underwriter stopped before the run finished; start it again' "
@@ -70,7 +95,7 @@ class RunStore:
     async def get(self, tenant: str, run_id: str) -> StoredRun:
         """Raises NotFoundError for unknown runs and other tenants' runs."""
         parsed = parse_run_id(run_id)
-        async with self._pool.connection() as conn:
+        async with self._connection() as conn:
             cursor = conn.cursor(row_factory=dict_row)
             await cursor.execute(
                 "SELECT id, tenant, state, spec, created_at, finished_at, scorecard, error "
@@ -83,7 +108,7 @@ class RunStore:
         return _run(row)
 
     async def report_pdf(self, tenant: str, run_id: str) -> bytes | None:
-        async with self._pool.connection() as conn:
+        async with self._connection() as conn:
             cursor = await conn.execute(
                 "SELECT report_pdf FROM underwriter_runs WHERE id = %s AND tenant = %s",
                 (parse_run_id(run_id), tenant),
@@ -108,7 +133,7 @@ class RunStore:
             params += list(after)
         query += "ORDER BY created_at DESC, id DESC LIMIT %s"
         params.append(page_size + 1)
-        async with self._pool.connection() as conn:
+        async with self._connection() as conn:
             cursor = conn.cursor(row_factory=dict_row)
             await cursor.execute(query, params)
             rows = await cursor.fetchall()

@@ -87,7 +87,9 @@ class EvaluationServiceServicer:
 
     def GetRun(self, request, context):
         """GetRun returns a run's state and headline results.
-        Codes: INVALID_ARGUMENT (malformed id), NOT_FOUND.
+        Codes: INVALID_ARGUMENT (malformed id), NOT_FOUND, UNAUTHENTICATED (a
+        key is required and missing or unknown), UNAVAILABLE (the database is
+        down; retry).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -95,7 +97,8 @@ class EvaluationServiceServicer:
 
     def ListRuns(self, request, context):
         """ListRuns pages through runs, newest first.
-        Codes: INVALID_ARGUMENT (bad page size or token).
+        Codes: INVALID_ARGUMENT (bad page size or token), UNAUTHENTICATED,
+        UNAVAILABLE (the database is down; retry).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -103,7 +106,8 @@ class EvaluationServiceServicer:
 
     def CompareRuns(self, request, context):
         """CompareRuns returns each model's index across the named runs.
-        Codes: INVALID_ARGUMENT (fewer than two ids), NOT_FOUND.
+        Codes: INVALID_ARGUMENT (fewer than two ids), NOT_FOUND,
+        UNAUTHENTICATED, UNAVAILABLE (the database is down; retry).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -111,7 +115,8 @@ class EvaluationServiceServicer:
 
     def GetScorecard(self, request, context):
         """GetScorecard returns the run's full scorecard as JSON.
-        Codes: INVALID_ARGUMENT, NOT_FOUND, FAILED_PRECONDITION (run not done).
+        Codes: INVALID_ARGUMENT, NOT_FOUND, FAILED_PRECONDITION (run not done),
+        UNAUTHENTICATED, UNAVAILABLE (the database is down; retry).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -120,7 +125,8 @@ class EvaluationServiceServicer:
     def StreamReport(self, request, context):
         """StreamReport streams the one-page PDF in chunks of at most 64 KiB, in
         order, then closes. Codes: INVALID_ARGUMENT, NOT_FOUND,
-        FAILED_PRECONDITION (run not done).
+        FAILED_PRECONDITION (run not done), UNAUTHENTICATED, UNAVAILABLE (the
+        database is down; retry).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
