@@ -4,7 +4,8 @@ Embedded defaults stand in for every engine that is not configured: an
 embedded Postgres (KOVERAGE_DATABASE_URL), the Tansu broker
 (KOVERAGE_KAFKA_BOOTSTRAP), the Rotel collector (KOVERAGE_OTLP_ENDPOINT) and
 the offline simulator (always present; OpenRouter, Modal and OpenAI-compatible
-servers join when their keys or URLs are set). Ctrl-C or SIGTERM stops everything, children first.
+servers join when their keys or URLs are set). Ctrl-C or SIGTERM stops
+everything, children first.
 """
 
 import logging
