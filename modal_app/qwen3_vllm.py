@@ -46,6 +46,15 @@ API_KEY_SECRET = "koverage-modal-api-key"
 API_KEY_ENV = "KOVERAGE_MODAL_API_KEY"
 """Variable of that Secret (the same name the router reads)."""
 
+VLLM_API_KEY_ENV = "VLLM_API_KEY"
+"""Variable vLLM reads its required key from when `--api-key` is not given;
+passing the key this way keeps it out of the process list."""
+
+HEALTH_PATH = "/health"
+"""vLLM's own health route on VLLM_PORT: 200 once the model is loaded. Its
+API-key check guards only `/v1/*`, so the route needs no key. The app
+defines no route of its own: Modal's web server forwards every path."""
+
 HF_CACHE_PATH = "/root/.cache/huggingface"
 """Mount point of the weights cache Volume."""
 
@@ -53,8 +62,9 @@ VLLM_CACHE_PATH = "/root/.cache/vllm"
 """Mount point of vLLM's compilation cache Volume."""
 
 STARTUP_TIMEOUT_S = 20 * 60
-"""Longest a container may take to answer /health: the very first start
-downloads about 16 GB of weights into the Volume."""
+"""Longest a container may take to start (Modal's container startup timeout
+and the web server's wait for VLLM_PORT): the very first start downloads
+about 16 GB of weights into the Volume."""
 
 REQUEST_TIMEOUT_S = 10 * 60
 """Longest one request may run."""
@@ -104,12 +114,14 @@ FAST_BOOT = os.environ.get("KOVERAGE_MODAL_FAST_BOOT", "1") not in {"0", "false"
 """Skip CUDA graph capture: shorter cold starts, lower decode throughput."""
 
 
-def vllm_command(api_key: str) -> list[str]:
-    """Command line of the vLLM OpenAI-compatible server.
+def vllm_environment(api_key: str, base: dict[str, str]) -> dict[str, str]:
+    """Environment of the vLLM server: `base` plus the key it requires.
 
     Args:
-        api_key: the key every `/v1` request must present as a Bearer token.
-            `/health` stays open for the platform's and the router's checks.
+        api_key: the key every `/v1` request must present as a Bearer token
+            (vLLM reads it from VLLM_API_KEY). `/health` stays open for the
+            platform's and the router's checks.
+        base: the environment to extend (the container's own).
 
     Raises:
         ValueError: `api_key` is empty; an open GPU endpoint would bill
@@ -120,6 +132,14 @@ def vllm_command(api_key: str) -> list[str]:
             f"{API_KEY_ENV} is empty: create the Modal Secret {API_KEY_SECRET!r} "
             f"with {API_KEY_ENV}=<key> before deploying"
         )
+    return {**base, VLLM_API_KEY_ENV: api_key}
+
+
+def vllm_command() -> list[str]:
+    """Command line of the vLLM OpenAI-compatible server.
+
+    It carries no secret: the API key goes in through `vllm_environment`.
+    """
     command = [
         "vllm",
         "serve",
@@ -130,8 +150,6 @@ def vllm_command(api_key: str) -> list[str]:
         "0.0.0.0",
         "--port",
         str(VLLM_PORT),
-        "--api-key",
-        api_key,
         "--max-model-len",
         str(MAX_MODEL_LEN_TOKENS),
         "--gpu-memory-utilization",
@@ -176,6 +194,9 @@ FUNCTION_OPTIONS: dict = {
     "min_containers": 0,
     "max_containers": MAX_CONTAINERS,
     "timeout": REQUEST_TIMEOUT_S,
+    # Without it Modal allows `timeout` (10 min) to start, less than the web
+    # server's wait below; a first start that downloads weights needs more.
+    "startup_timeout": STARTUP_TIMEOUT_S,
 }
 """Everything `app.function` receives; min_containers=0 is scale to zero."""
 
@@ -187,4 +208,14 @@ app = modal.App(APP_NAME)
 @modal.web_server(port=VLLM_PORT, startup_timeout=STARTUP_TIMEOUT_S)
 def serve() -> None:
     """Starts vLLM; Modal routes HTTPS traffic to it once the port accepts."""
-    subprocess.Popen(vllm_command(os.environ.get(API_KEY_ENV, "")))
+    start_vllm()
+
+
+def start_vllm() -> subprocess.Popen:
+    """Starts the vLLM server with the key from the Modal Secret.
+
+    Raises:
+        ValueError: the Secret's KOVERAGE_MODAL_API_KEY is empty.
+    """
+    environment = vllm_environment(os.environ.get(API_KEY_ENV, ""), dict(os.environ))
+    return subprocess.Popen(vllm_command(), env=environment)

@@ -2,6 +2,7 @@
 
 import importlib.util
 import pathlib
+import re
 
 import pytest
 
@@ -13,7 +14,12 @@ _MODULE_PATH = (
 
 
 def _load(monkeypatch, **env: str):
-    """Executes the app module afresh under `env` (no network, no token)."""
+    """Executes the app module afresh under `env` (no network, no token).
+
+    The module's calls to `modal.web_server` and `Image.pip_install` are
+    recorded on its `recorded` attribute, since Modal keeps neither the web
+    server's port nor the image's packages where a test can read them.
+    """
     for name in (
         "KOVERAGE_MODAL_APP_NAME",
         "KOVERAGE_MODAL_GPU",
@@ -24,9 +30,23 @@ def _load(monkeypatch, **env: str):
         monkeypatch.delenv(name, raising=False)
     for name, value in env.items():
         monkeypatch.setenv(name, value)
+    recorded: dict[str, list] = {"web_server": [], "pip_install": []}
+    web_server, pip_install = modal.web_server, modal.Image.pip_install
+
+    def recording_web_server(*args, **kwargs):
+        recorded["web_server"].append((args, kwargs))
+        return web_server(*args, **kwargs)
+
+    def recording_pip_install(self, *packages, **kwargs):
+        recorded["pip_install"].append(packages)
+        return pip_install(self, *packages, **kwargs)
+
+    monkeypatch.setattr(modal, "web_server", recording_web_server)
+    monkeypatch.setattr(modal.Image, "pip_install", recording_pip_install)
     spec = importlib.util.spec_from_file_location("qwen3_vllm_under_test", _MODULE_PATH)
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
+    module.recorded = recorded
     return module
 
 
@@ -66,10 +86,10 @@ def test_weights_are_cached_in_a_volume(monkeypatch):
     assert isinstance(volumes[app.VLLM_CACHE_PATH], modal.Volume)
 
 
-def test_vllm_command_serves_openai_api_behind_a_key(monkeypatch):
+def test_vllm_command_serves_openai_api_without_a_secret_in_argv(monkeypatch):
     app = _load(monkeypatch)
 
-    command = app.vllm_command("s3cret")
+    command = app.vllm_command()
 
     assert command[:3] == ["vllm", "serve", "Qwen/Qwen3-8B"]
     flags = {
@@ -77,7 +97,8 @@ def test_vllm_command_serves_openai_api_behind_a_key(monkeypatch):
         for i in range(3, len(command) - 1)
         if command[i].startswith("--")
     }
-    assert flags["--api-key"] == "s3cret"
+    # The key goes in through VLLM_API_KEY, never the process list.
+    assert "--api-key" not in command
     assert flags["--port"] == str(app.VLLM_PORT) == "8000"
     assert flags["--host"] == "0.0.0.0"
     assert int(flags["--max-model-len"]) == 32768
@@ -85,11 +106,69 @@ def test_vllm_command_serves_openai_api_behind_a_key(monkeypatch):
     assert "qwen3-8b" in command and "--enforce-eager" in command
 
 
-def test_vllm_command_refuses_an_empty_key(monkeypatch):
+def test_vllm_gets_the_key_through_its_environment(monkeypatch):
+    app = _load(monkeypatch)
+
+    environment = app.vllm_environment("s3cret", {"PATH": "/usr/bin"})
+
+    assert environment == {"PATH": "/usr/bin", "VLLM_API_KEY": "s3cret"}
+
+
+def test_vllm_environment_refuses_an_empty_key(monkeypatch):
     app = _load(monkeypatch)
 
     with pytest.raises(ValueError, match="KOVERAGE_MODAL_API_KEY is empty"):
-        app.vllm_command("")
+        app.vllm_environment("", {})
+
+
+def test_start_vllm_passes_the_key_in_its_environment(monkeypatch):
+    app = _load(monkeypatch)
+    started = []
+    monkeypatch.setattr(
+        app.subprocess, "Popen", lambda command, env: started.append((command, env))
+    )
+    monkeypatch.setenv("KOVERAGE_MODAL_API_KEY", "from-the-secret")
+
+    app.start_vllm()
+
+    ((command, env),) = started
+    assert command == app.vllm_command()
+    assert env["VLLM_API_KEY"] == "from-the-secret"
+    assert "from-the-secret" not in command
+
+
+def test_web_server_exposes_vllm_health_route_with_a_long_startup(monkeypatch):
+    app = _load(monkeypatch)
+
+    # vLLM serves /health itself on VLLM_PORT; the web server forwards that
+    # port, so the route is there without an app-defined handler.
+    ((args, kwargs),) = app.recorded["web_server"]
+    assert (args or (kwargs["port"],))[0] == app.VLLM_PORT
+    assert app.HEALTH_PATH == "/health"
+    assert kwargs["startup_timeout"] == app.STARTUP_TIMEOUT_S == 1200
+    info = app.serve.info()
+    # Modal's own container startup limit must not cut the web server's wait.
+    assert info.startup_timeout == app.STARTUP_TIMEOUT_S
+    assert info.timeout == app.REQUEST_TIMEOUT_S
+    # No Modal proxy auth: vLLM's API key is the gate, /health stays open.
+    assert info.web_info.unauthenticated is True
+
+
+def test_one_container_takes_as_many_requests_as_vllm_batches(monkeypatch):
+    app = _load(monkeypatch)
+
+    concurrency = app.serve.info().concurrency_info
+    assert concurrency.max_inputs == app.MAX_CONCURRENT_REQUESTS == 64
+    command = app.vllm_command()
+    assert command[command.index("--max-num-seqs") + 1] == "64"
+
+
+def test_image_pins_vllm(monkeypatch):
+    app = _load(monkeypatch)
+
+    (packages,) = app.recorded["pip_install"]
+    assert packages == (f"vllm=={app.VLLM_VERSION}",)
+    assert re.fullmatch(r"\d+\.\d+\.\d+", app.VLLM_VERSION)
 
 
 def test_deploy_settings_come_from_the_environment(monkeypatch):
@@ -106,7 +185,7 @@ def test_deploy_settings_come_from_the_environment(monkeypatch):
     assert app.FUNCTION_OPTIONS["scaledown_window"] == 900
     assert app.FUNCTION_OPTIONS["max_containers"] == 4
     assert app.app.name == "qwen-staging"
-    assert "--enforce-eager" not in app.vllm_command("k")
+    assert "--enforce-eager" not in app.vllm_command()
 
 
 @pytest.mark.parametrize(
