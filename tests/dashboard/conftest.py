@@ -11,8 +11,9 @@ failed call (a declared simulator failure) and a guardrail refusal. Two
 other sources go through ingest too: spans of the `acme` tenant at several
 ages (exported straight to ingest with acme's key, as an SDK would, since
 the mesh's traffic is all "now"), and one unredacted span sent to the
-collector, which ingest rejects, so the dashboard's loss counters have a
-real drop to show. Evaluation runs are written through the underwriter's
+collector, which ingest rejects, and a second router whose collector is
+unreachable, which counts its spans as dropped before export; so the
+dashboard's loss counters have real drops to show. Evaluation runs are written through the underwriter's
 own `RunStore` with a schema-conformant scorecard (a real evaluation run
 would take minutes).
 """
@@ -47,6 +48,7 @@ from koverage.local import (
     free_port,
     start_service,
 )
+from koverage.router.v1 import router_pb2, router_pb2_grpc
 from koverage.serving import connect
 from koverage.settings import Settings
 from tests.engines import fresh_database
@@ -61,6 +63,8 @@ ACME = "acme"
 INJECTED = "<script>window.__pwned = 1</script><img src=x onerror=window.__pwned=2>"
 ARTIFACTS = pathlib.Path(__file__).resolve().parents[2] / "test-artifacts" / "dashboard"
 
+REJECTED_SAMPLE = "koverage_ingest_spans_rejected_total"
+DROPPED_SAMPLE = "koverage_spans_dropped_total"
 ACME_AGES_MIN = (1, 30, 3 * 60, 2 * 24 * 60)
 """Ages in minutes of acme's calls: one in each of 15m, 1h, 24h and 7d."""
 
@@ -109,7 +113,7 @@ def mesh(tmp_path_factory):
         state = stack.enter_context(_local_mesh(database_url, run_dir))
         mesh = asyncio.run(_drive_traffic(database_url, state))
         wait_for_calls(database_url, mesh.conversations)
-        _wait_for_rejections(mesh)
+        _wait_for_losses(mesh)
         yield mesh
 
 
@@ -264,6 +268,11 @@ def _local_mesh(database_url: str, run_dir: pathlib.Path):
     export (its export headers), so ingest files the router's and chat's
     spans under that key's tenant, `default`. Each service serves
     `/metrics` on a port fixed here, which the dashboard scrapes.
+
+    One addition: `lost`, a second router whose OTLP endpoint is a port
+    nobody listens on, so every span it exports is lost and counted in its
+    `koverage_spans_dropped_total{reason="export_failed"}`. A short batch
+    delay and export timeout (the SDK's own variables) make that quick.
     """
     with Supervisor(run_dir / "logs") as supervisor:
         bootstrap = TansuBroker(supervisor=supervisor).start()
@@ -305,6 +314,21 @@ def _local_mesh(database_url: str, run_dir: pathlib.Path):
             start_service(
                 supervisor, name, services[name], env=service_env(name, traced)
             )
+        services["lost"] = f"127.0.0.1:{free_port('127.0.0.1')}"
+        metrics_ports["lost"] = free_port("127.0.0.1")
+        start_service(
+            supervisor,
+            "lost",
+            services["lost"],
+            module="services.router",
+            env={
+                **service_env("lost", env),
+                "KOVERAGE_ROUTER_ADDRESS": services["lost"],
+                "KOVERAGE_OTLP_ENDPOINT": f"127.0.0.1:{free_port('127.0.0.1')}",
+                "OTEL_BSP_SCHEDULE_DELAY": "100",
+                "OTEL_EXPORTER_OTLP_TRACES_TIMEOUT": "1",
+            },
+        )
         yield {
             "services": services,
             "otlp": otlp,
@@ -359,6 +383,9 @@ async def _drive_traffic(database_url: str, state: dict) -> Mesh:
 
     await _export_acme_calls(state["services"]["ingest"])
     rejected = await _export_unredacted_span(state["otlp"])
+    async with connect(state["services"]["lost"], api_key=API_KEY) as channel:
+        stub = router_pb2_grpc.RouterServiceStub(channel)
+        await stub.ListModels(router_pb2.ListModelsRequest(), timeout=10)
     runs, pdf = await _store_runs(database_url)
     return Mesh(
         database_url,
@@ -449,21 +476,21 @@ async def _export_unredacted_span(otlp_endpoint: str) -> int:
     return 1
 
 
-def _wait_for_rejections(mesh: Mesh) -> None:
+def _wait_for_losses(mesh: Mesh) -> None:
     """Waits until ingest's /metrics counts the rejected span (the collector
-    batches before it forwards)."""
+    batches before it forwards) and `lost` counts its dropped spans."""
     deadline = time.monotonic() + _SPANS_TIMEOUT_S
-    url = mesh.metrics_urls["ingest"]
     while True:
         rejected = counter_value(
-            url, "koverage_ingest_spans_rejected_total", tenant=TENANT
+            mesh.metrics_urls["ingest"], REJECTED_SAMPLE, tenant=TENANT
         )
-        if rejected >= mesh.rejected_spans:
+        dropped = counter_value(mesh.metrics_urls["lost"], DROPPED_SAMPLE)
+        if rejected >= mesh.rejected_spans and dropped >= 1:
             return
         if time.monotonic() > deadline:
             raise RuntimeError(
                 f"ingest counted {rejected}/{mesh.rejected_spans} rejected spans "
-                f"in {_SPANS_TIMEOUT_S} s"
+                f"and the lost router {dropped} dropped ones in {_SPANS_TIMEOUT_S} s"
             )
         time.sleep(0.5)
 

@@ -14,8 +14,10 @@ from tests.dashboard.conftest import (
     ACME,
     ACME_AGES_MIN,
     API_KEY,
+    DROPPED_SAMPLE,
     INJECTED,
     OTHER_KEY,
+    REJECTED_SAMPLE,
     TENANT,
     chat_once,
     counter_value,
@@ -28,7 +30,6 @@ pytestmark = [pytest.mark.integration, pytest.mark.slow]
 _RENDER_TIMEOUT_MS = 15_000
 # The page refreshes every 5 s; a new call needs one refresh to show.
 _REFRESH_TIMEOUT_MS = 20_000
-_REJECTED = "koverage_ingest_spans_rejected_total"
 _WINDOW_MINUTES = {"15m": 15, "1h": 60, "24h": 24 * 60, "7d": 7 * 24 * 60}
 
 
@@ -169,27 +170,49 @@ def test_live_view_shows_the_numbers_the_database_holds(dashboard, mesh, page):
     screenshot(page, "live")
 
 
-def test_live_view_shows_the_span_ingest_rejected(dashboard, mesh, page):
-    # The collector forwarded one unredacted span, which ingest refused and
-    # counted on its /metrics, the URL the dashboard scrapes.
-    at_ingest = counter_value(mesh.metrics_urls["ingest"], _REJECTED, tenant=TENANT)
-    assert at_ingest >= mesh.rejected_spans >= 1
+def test_live_view_shows_the_spans_lost_on_the_way(dashboard, mesh, page):
+    # Ingest refused the unredacted span the collector forwarded, and the
+    # router with no collector dropped its spans: both counted on /metrics,
+    # which the dashboard scrapes.
+    rejected = counter_value(
+        mesh.metrics_urls["ingest"], REJECTED_SAMPLE, tenant=TENANT
+    )
+    assert rejected >= mesh.rejected_spans >= 1
+    lost = counter_value(
+        mesh.metrics_urls["lost"], DROPPED_SAMPLE, reason="export_failed"
+    )
+    assert lost >= 1
     _sign_in(page, dashboard)
 
-    # The page adds this process's own counter (the dashboard reads its
-    # registry in process, where other test modules may have counted some).
-    in_process = sum(
-        sample.value
-        for family in prometheus_client.REGISTRY.collect()
-        for sample in family.samples
-        if sample.name == _REJECTED and sample.labels.get("tenant") == TENANT
+    # The page adds every scraped process and this one (the dashboard reads
+    # its own registry in process, where other test modules may count some).
+    dropped = sum(counter_value(u, DROPPED_SAMPLE) for u in mesh.metrics_urls.values())
+    assert page.text_content("#dropped-total") == str(
+        int(dropped + _local(DROPPED_SAMPLE))
     )
-    assert page.text_content("#ingest-rejected") == str(int(at_ingest + in_process))
+    assert page.text_content("#ingest-rejected") == str(
+        int(rejected + _local(REJECTED_SAMPLE, tenant=TENANT))
+    )
     assert "lossy" in page.get_attribute("#drops-tile", "class")
     rows = page.locator("#drops-table tbody tr").all_text_contents()
+    assert any(
+        r.startswith("all processes readdropped before export: export_failed")
+        for r in rows
+    )
     for url in mesh.metrics_urls.values():
         assert f"{url}scrapeok" in rows
     assert page.js_errors == []
+
+
+def _local(sample_name: str, **labels: str) -> float:
+    """This process's own `sample_name` samples carrying `labels`."""
+    return sum(
+        sample.value
+        for family in prometheus_client.REGISTRY.collect()
+        for sample in family.samples
+        if sample.name == sample_name
+        and all(sample.labels.get(k) == v for k, v in labels.items())
+    )
 
 
 def test_conversation_waterfall_shows_its_spans_in_order(dashboard, mesh, page):
