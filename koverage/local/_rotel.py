@@ -4,9 +4,15 @@ Rotel ships inside the `rotel` wheel. It receives OTLP on gRPC and HTTP and
 forwards what it receives (gzip-compressed, in batches every 200 ms) over
 OTLP/gRPC to one endpoint, such as the Koverage ingest service.
 
-Known limitation: Rotel has one exporter per signal, so traces cannot fan
-out to both Koverage and a Jaeger from this collector; run the contrib
-OpenTelemetry Collector (see `collector/`) where fan-out is needed.
+Known limitation: this Rotel (rotel-agent 0.0.1-alpha10, in the rotel
+0.0.1a15 wheel) exports each signal to one exporter only. It accepts several
+named exporters (`--exporters a:otlp,b:otlp`) but refuses to start when
+`ROTEL_EXPORTERS_TRACES` names more than one ("Only one exporter supported
+for ROTEL_EXPORTERS_TRACES"), so traces cannot fan out to both Koverage and a
+Jaeger or Tempo from this collector. Run the contrib OpenTelemetry Collector
+(see `collector/`) where fan-out is needed; once Rotel fans out
+(tests/beacon_e2e/test_collector_fanout.py then fails), add a second
+exporter here.
 """
 
 import importlib.util
@@ -128,7 +134,13 @@ class RotelCollector:
         return self._grpc_endpoint
 
     def stop(self) -> None:
-        """Stops the agent; spans still batched inside it are lost."""
+        """Stops the agent with SIGTERM and waits for it to exit.
+
+        Rotel forwards what it has batched before it exits, so nothing it
+        acknowledged is lost while the export endpoint answers. Call it off
+        the event loop that serves that endpoint (`asyncio.to_thread`), or
+        the final flush waits for a loop that this call blocks.
+        """
         if self._process is None or self._supervisor is None:
             return
         if self._owns_supervisor:
