@@ -4,8 +4,10 @@ No Docker engine runs on the development machines, so the Dockerfile is
 checked by parsing it; building it is left to CI with a Docker engine.
 """
 
+import fnmatch
 import pathlib
 import re
+import tomllib
 
 import pytest
 
@@ -88,3 +90,19 @@ def test_image_installs_the_services_package(name):
     assert '"services*"' in pyproject
     copies = [rest for kw, rest in _instructions() if kw == "COPY"]
     assert any(rest.startswith("services ") for rest in copies)
+
+
+def test_package_data_ships_every_dashboard_asset_and_its_license():
+    # `pip install .` in the image copies only files matching package-data;
+    # uPlot's MIT licence must travel with uPlot's code.
+    pyproject = tomllib.loads((_ROOT / "pyproject.toml").read_text())
+    patterns = pyproject["tool"]["setuptools"]["package-data"]["*"]
+    static = _ROOT / "services" / "worker" / "dashboard" / "static"
+    # VENDORED.md is the repository's note on where the assets came from.
+    files = sorted(
+        p.name for p in static.iterdir() if p.is_file() and p.suffix != ".md"
+    )
+
+    assert "uPlot.LICENSE" in files
+    unshipped = [f for f in files if not any(fnmatch.fnmatch(f, p) for p in patterns)]
+    assert unshipped == []
