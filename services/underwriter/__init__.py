@@ -2,6 +2,11 @@
 
 from services.underwriter._answer import Answer, GenerateFn
 from services.underwriter._cache import CACHE_FILE_NAME, CallCache, call_key
+from services.underwriter._calibration import (
+    PII_LEAK_KINDS,
+    Calibration,
+    pii_leak_calibration,
+)
 from services.underwriter._detectors import (
     LeakFinding,
     detect_leak,
@@ -30,10 +35,10 @@ from services.underwriter._runner import (
     GUARDRAIL_ARMS,
     JUDGED_AXES,
     SCORECARD_FILE_NAME,
-    Calibration,
     EvalRunner,
     Progress,
     RunSpecError,
+    judge_vendor,
 )
 from services.underwriter._scorecard import (
     SCHEMA_VERSION,
@@ -59,6 +64,7 @@ __all__ = [
     "GUARDRAIL_ARMS",
     "JAILBREAK_TEMPLATES",
     "JUDGED_AXES",
+    "PII_LEAK_KINDS",
     "RISK_AXES",
     "RUBRIC",
     "SCAFFOLD_SYSTEM_PROMPT",
@@ -90,9 +96,11 @@ __all__ = [
     "insurability_index",
     "is_refusal",
     "judge_prompt_hash",
+    "judge_vendor",
     "measure_pii_detector",
     "parse_option",
     "parse_verdict",
+    "pii_leak_calibration",
     "score_record",
     "tier_for",
     "tier_table",

@@ -213,6 +213,20 @@ def measure_pii_detector(
     Returns:
         (sensitivity, specificity); nan where a class has no samples.
     """
+    tp, fn, tn, fp = count_pii_detector(samples, kinds)
+    sens = tp / (tp + fn) if tp + fn else float("nan")
+    spec = tn / (tn + fp) if tn + fp else float("nan")
+    return sens, spec
+
+
+def count_pii_detector(
+    samples: Iterable[tuple[str, Sequence[str]]], kinds: Sequence[str] = PII_KINDS
+) -> tuple[int, int, int, int]:
+    """Sample-level (tp, fn, tn, fp) of `find_pii` on labelled texts.
+
+    A text is flagged when `find_pii` matches a kind in `kinds`; arguments
+    as for `measure_pii_detector`.
+    """
     tp = fn = tn = fp = 0
     for text, present in samples:
         truth = any(k in kinds for k in present)
@@ -221,9 +235,7 @@ def measure_pii_detector(
         fn += truth and not flagged
         tn += (not truth) and not flagged
         fp += (not truth) and flagged
-    sens = tp / (tp + fn) if tp + fn else float("nan")
-    spec = tn / (tn + fp) if tn + fp else float("nan")
-    return sens, spec
+    return tp, fn, tn, fp
 
 
 # ---------------------------------------------------------------------------

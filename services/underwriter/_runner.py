@@ -12,6 +12,7 @@ from pathlib import Path
 from koverage.errors import InvalidArgumentError
 from services.underwriter._answer import Answer, GenerateFn
 from services.underwriter._cache import CallCache, call_key
+from services.underwriter._calibration import Calibration, pii_leak_calibration
 from services.underwriter._judges import build_judge_messages, judge_prompt_hash
 from services.underwriter._scorecard import CallRecord, build_scorecard
 from services.underwriter._stats import DEFAULT_RESAMPLES
@@ -64,14 +65,6 @@ class Progress:
     total_calls: int
 
 
-@dataclasses.dataclass(frozen=True)
-class Calibration:
-    """Known sensitivity and specificity of an axis's decider (from labelled data)."""
-
-    sensitivity: float
-    specificity: float
-
-
 class EvalRunner:
     """Runs the exam through one `generate` callable and builds the scorecard.
 
@@ -108,6 +101,7 @@ class EvalRunner:
         simulated_models: Collection[str] = (),
         simulated_judges: Collection[str] = (),
         calibrations: Mapping[str, Calibration] | None = None,
+        pii_calibration: Calibration | None = None,
         n_resamples: int = DEFAULT_RESAMPLES,
         run_id: str | None = None,
         on_progress: Callable[[Progress], None] | None = None,
@@ -138,7 +132,13 @@ class EvalRunner:
             simulated_models: models that are simulator personas.
             simulated_judges: judges that are simulator personas.
             calibrations: {axis: Calibration} for the Rogan-Gladen corrected
-                rate; axes without one report `corrected_risk: null`.
+                axis risk (meaningful where item risks are 0 or 1); axes
+                without one report `corrected_risk: null`.
+            pii_calibration: the PII decision's calibration for the
+                sensitive-data axis's corrected PII leak rate; default
+                measured once per process on the Presidio corpus in the
+                datasets directory (`pii_leak_calibration`), None there
+                when the corpus is absent.
             n_resamples: bootstrap resamples, >= 1000.
             run_id: default a new UUID.
             on_progress: called after every finished call.
@@ -173,6 +173,11 @@ class EvalRunner:
         self._simulated = set(simulated_models)
         self._simulated_judges = set(simulated_judges) & set(judges)
         self._calibrations = dict(calibrations or {})
+        if pii_calibration is None and "sensitive_data" in suites:
+            pii_calibration = pii_leak_calibration(
+                datasets_dir or default_datasets_dir()
+            )
+        self._pii_calibration = pii_calibration
         self._n_resamples = n_resamples
         self._run_id = run_id or str(uuid.uuid4())
         self._on_progress = on_progress
@@ -254,9 +259,8 @@ class EvalRunner:
             dataset_versions=self._exam.dataset_versions,
             simulated_models=self._simulated,
             simulated_judges=self._simulated_judges,
-            calibrations={
-                a: (c.sensitivity, c.specificity) for a, c in self._calibrations.items()
-            },
+            calibrations=self._calibrations,
+            pii_calibration=self._pii_calibration,
             n_resamples=self._n_resamples,
         )
         path = self._output_dir / SCORECARD_FILE_NAME

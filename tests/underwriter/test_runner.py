@@ -104,8 +104,24 @@ async def test_scorecard_has_the_agreed_schema(small_exam, simulator, tmp_path):
         "ci",
         "n",
         "corrected_risk",
+        "corrected_ci",
         "soft",
+        "pii_leak",
     }
+    assert set(arm["axes"]["sensitive_data"]["pii_leak"]) == {
+        "decision",
+        "rate",
+        "ci",
+        "n",
+        "corrected_rate",
+        "corrected_ci",
+        "estimator",
+        "calibration",
+    }
+    # Measured on the Presidio corpus at run time.
+    calibration = arm["axes"]["sensitive_data"]["pii_leak"]["calibration"]
+    assert calibration["n_positive"] > 0 and calibration["n_negative"] > 0
+    assert "pii_presidio" in calibration["source"]
     assert set(entry["guardrail_ab"]) == {
         "risk_reduction",
         "ci",

@@ -233,3 +233,76 @@ def test_raw_agreement_and_prevalence():
     assert st.raw_agreement([0, 4, 2], [0, 3, 2]) == pytest.approx(2 / 3)
     assert st.prevalence([0, 4, 2], [0, 3, 1]) == pytest.approx(3 / 6)
     assert math.isnan(st.raw_agreement([], []))
+
+
+def test_corrected_rate_ci_uses_the_raw_rate_resamples():
+    values = [1.0] * 50 + [0.0] * 50
+    raw = st.bootstrap_mean(values, n_resamples=2000, seed=7)
+    got = st.rogan_gladen_with_ci(values, None, 0.9, 0.8, n_resamples=2000, seed=7)
+
+    # p = (0.5 + 0.8 - 1) / (0.9 + 0.8 - 1) = 3/7.
+    assert got.value == pytest.approx(3 / 7) and got.n == 100
+    # An exactly known detector makes the correction an increasing affine
+    # map of the same resamples, so the interval is the mapped raw interval.
+    assert got.low == pytest.approx((raw.low - 0.2) / 0.7)
+    assert got.high == pytest.approx((raw.high - 0.2) / 0.7)
+
+    # A perfect detector corrects nothing.
+    same = st.rogan_gladen_with_ci(values, None, 1.0, 1.0, n_resamples=2000, seed=7)
+    assert (same.value, same.low, same.high) == pytest.approx(
+        (raw.value, raw.low, raw.high)
+    )
+
+
+def test_corrected_rate_ci_widens_with_the_calibration_error():
+    values = [1.0] * 30 + [0.0] * 70
+    known = st.rogan_gladen_with_ci(values, None, 0.9, 0.85, seed=3)
+    measured = st.rogan_gladen_with_ci(
+        values, None, 0.9, 0.85, n_positive=40, n_negative=40, seed=3
+    )
+    assert measured.value == known.value
+    assert measured.low < known.low and measured.high > known.high
+
+
+def test_corrected_rate_edge_cases():
+    empty = st.rogan_gladen_with_ci([], None, 0.9, 0.9)
+    assert math.isnan(empty.value) and math.isnan(empty.low) and empty.n == 0
+    # All flagged, beyond what the detector's sensitivity explains: clipped.
+    all_one = st.rogan_gladen_with_ci([1.0] * 20, None, 0.8, 0.9)
+    assert all_one.value == all_one.low == all_one.high == 1.0
+    with pytest.raises(ValueError, match="must exceed 1"):
+        st.rogan_gladen_with_ci([1.0], None, 0.5, 0.5)
+    with pytest.raises(ValueError, match="n_positive"):
+        st.rogan_gladen_with_ci([1.0], None, 0.9, 0.9, n_positive=0)
+
+
+def test_corrected_rate_ci_covers_the_true_rate_where_the_raw_one_does_not():
+    # Known answer: true prevalence 0.30 seen through a detector with
+    # sensitivity 0.85 and specificity 0.85, whose calibration is itself
+    # measured on 300 labelled positives and 300 negatives each time.
+    truth, sens, spec, n, trials = 0.30, 0.85, 0.85, 400, 200
+    rng = np.random.default_rng(11)
+    hits_raw = hits_corrected = 0
+    for trial in range(trials):
+        state = rng.random(n) < truth
+        flagged = np.where(state, rng.random(n) < sens, rng.random(n) >= spec)
+        sens_hat = rng.binomial(300, sens) / 300
+        spec_hat = rng.binomial(300, spec) / 300
+        raw = st.bootstrap_mean(flagged.astype(float), seed=trial)
+        corrected = st.rogan_gladen_with_ci(
+            flagged.astype(float),
+            None,
+            sens_hat,
+            spec_hat,
+            n_positive=300,
+            n_negative=300,
+            seed=trial,
+        )
+        hits_raw += raw.low <= truth <= raw.high
+        hits_corrected += corrected.low <= truth <= corrected.high
+    # The apparent rate is 0.30 * 0.85 + 0.70 * 0.15 = 0.36: the raw CI
+    # misses the true rate most of the time, the corrected one covers it
+    # near its nominal 95%.
+    print("coverage raw", hits_raw / trials, "corrected", hits_corrected / trials)
+    assert hits_corrected / trials >= 0.90
+    assert hits_raw / trials < 0.5
