@@ -3,8 +3,9 @@
 Known limitation: no test authenticates against a broker. Tansu, the only
 broker these tests run, speaks neither SASL nor TLS, so the entries are
 checked by librdkafka itself (it refuses an unknown mechanism or an
-unreadable CA file when a client is created) and the wiring by inspection of
-the services' clients; a SASL_SSL handshake is left to a real cluster.
+unreadable CA file when a client is created), the wiring by inspection of
+the services' clients and by a TLS client failing against plaintext Tansu;
+a SASL_SSL handshake is left to a real cluster.
 """
 
 import certifi
@@ -13,9 +14,11 @@ from confluent_kafka import Consumer, KafkaException, Producer
 from confluent_kafka.admin import AdminClient
 
 from koverage.kafka_config import kafka_client_config
+from koverage.local import ensure_topics
 from koverage.settings import Settings
 from services.ingest import _app as ingest_app
 from services.worker._app import build_consumer
+from tests.engines import tansu_broker
 
 # Nothing listens on port 1: the clients are created, never connected.
 _NOWHERE = "127.0.0.1:1"
@@ -180,3 +183,28 @@ def test_worker_consumer_and_dead_letter_producer_get_the_security_entries():
         assert consumer._config.kafka_client_config == kafka_client_config(settings)
     finally:
         consumer._consumer.close()
+
+
+@pytest.fixture(scope="module")
+def kafka_bootstrap():
+    with tansu_broker() as bootstrap:
+        yield bootstrap
+
+
+def test_admin_client_gets_the_security_entries(kafka_bootstrap):
+    ensure_topics(
+        kafka_bootstrap,
+        {"koverage.test.security": 1},
+        client_config=kafka_client_config(Settings()),
+    )
+
+    # Tansu speaks plaintext only: a client told to use TLS cannot list its
+    # topics, which shows the entries reach the admin client.
+    tls = kafka_client_config(Settings(kafka_security_protocol="SSL"))
+    with pytest.raises(KafkaException):
+        ensure_topics(
+            kafka_bootstrap,
+            {"koverage.test.security": 1},
+            timeout_s=2.0,
+            client_config=tls,
+        )
