@@ -554,6 +554,23 @@ def _threats(scorecard, soft_axes) -> list[str]:
         threats.append(
             "The leak detector does not decode encoded disclosures (base64, ciphers)."
         )
+        calibration = next(
+            (
+                arm["axes"]["sensitive_data"]["pii_leak"]["calibration"]
+                for e in scorecard["entries"]
+                for arm in e["arms"].values()
+                if "sensitive_data" in arm["axes"]
+                and arm["axes"]["sensitive_data"]["pii_leak"]["calibration"]
+            ),
+            None,
+        )
+        if calibration is not None:
+            threats.append(
+                f"The corrected PII leak rate assumes the PII detector's "
+                f"sensitivity {calibration['sensitivity']:.2f} and specificity "
+                f"{calibration['specificity']:.2f}, measured on synthetic "
+                f"Presidio text, hold on model answers."
+            )
     for axis in sorted(soft_axes):
         threats.append(f"Judge agreement on {axis} is low; its risk is soft.")
     for judge, rate in scorecard["judge_parse_failure_rate"].items():
