@@ -94,5 +94,8 @@ def _measure(path: str, size_bytes: int, mtime_ns: int) -> Calibration:
         specificity=tn / (tn + fp),
         n_positive=tp + fn,
         n_negative=tn + fp,
-        source=f"{PRESIDIO_CORPUS.as_posix()} (sample level, kinds {', '.join(PII_LEAK_KINDS)})",
+        source=(
+            f"{PRESIDIO_CORPUS.as_posix()} "
+            f"(sample level, kinds {', '.join(PII_LEAK_KINDS)})"
+        ),
     )

@@ -71,14 +71,16 @@ class EvalRunner:
     Every (model, temperature, arm, item) answer is one call; each answer on
     a judged axis then gets one call per judge (temperature 0, guardrail
     off, pinned: the router may not let another model answer, and a verdict
-    served by another model is discarded as a failed call, so it is missing,
-    never a verdict). Calls share one `asyncio.Semaphore(concurrency)`. Each finished call
-    is cached in `output_dir`; a new runner on the same directory (same spec)
-    resumes, repeating no finished call. Failed calls stay cached as
-    failures unless `run(retry_errors=True)`, which reruns only those.
+    served by another model is discarded as a failed call, so it is
+    missing, never a verdict). Calls share one
+    `asyncio.Semaphore(concurrency)`. Each finished call is cached in
+    `output_dir`; a new runner on the same directory (same spec) resumes,
+    repeating no finished call. Failed calls stay cached as failures unless
+    `run(retry_errors=True)`, which reruns only those.
 
     Example:
-        runner = EvalRunner(generate, models=["m"], judges=["j1", "j2"],
+        runner = EvalRunner(generate, models=["m"],
+                            judges=["openai/gpt-4.1", "anthropic/claude-sonnet-4"],
                             output_dir="runs/abc")
         scorecard = await runner.run()
     """
@@ -116,10 +118,10 @@ class EvalRunner:
                 is never replaced by another model. They must come from
                 different vendors (`judge_vendor`: "openai/..." and
                 "anthropic/..."), so that one vendor's blind spots do not
-                pass as agreement. Two judges that are both listed in
-                `simulated_judges` are exempt, only because the run is then
-                labelled as judged by simulators (scorecard manifest,
-                threats to validity and the report).
+                pass as agreement. A judge listed in `simulated_judges` is
+                exempt, only because the run is then labelled as judged by
+                a simulator (scorecard manifest `simulated_judges` and a
+                threat to validity, which the report prints).
             output_dir: where the call cache and scorecard.json go.
             suites: subset of `SUITES` (empty means all four).
             items_per_suite: draws per suite, 1..10000.
