@@ -247,6 +247,31 @@ def test_secrets_come_only_from_the_existing_secret(scenario):
         )
 
 
+def test_ingest_trusts_only_the_collectors_own_tenant_as_a_relay(scenario):
+    values, _, objects = scenario
+    keys = values["secrets"].get("keys", {})
+    tenant = values.get("auth", {}).get("collectorTenant", "")
+    collector = _collector(objects)["spec"]["template"]["spec"]["containers"][0]
+    ingest = _koverage_deployments(objects)["ingest"]
+    ingest_env = _env(ingest["spec"]["template"]["spec"]["containers"][0])
+
+    ref = _env(collector)["KOVERAGE_COLLECTOR_API_KEY"]["valueFrom"]["secretKeyRef"]
+    assert ref["key"] == (
+        keys.get("collectorApiKey") or keys.get("clientApiKey", "client-api-key")
+    )
+    if tenant:
+        # A relay tenant only with a key the services do not hold.
+        assert ref["key"] != keys.get("clientApiKey", "client-api-key")
+        assert ingest_env["KOVERAGE_INGEST_TRUSTED_TENANTS"]["value"] == tenant
+    else:
+        assert "KOVERAGE_INGEST_TRUSTED_TENANTS" not in ingest_env
+    for component, deployment in _koverage_deployments(objects).items():
+        env = _env(deployment["spec"]["template"]["spec"]["containers"][0])
+        assert ("KOVERAGE_INGEST_TRUSTED_TENANTS" in env) == (
+            bool(tenant) and component == "ingest"
+        ), component
+
+
 def test_selectors_match_only_their_own_pods(scenario):
     _, _, objects = scenario
     pod_templates = {
@@ -581,6 +606,13 @@ def test_every_values_key_is_commented():
             "minReplicas \\(9\\) is greater than maxReplicas \\(3\\)",
         ),
         (
+            {"auth": {"collectorTenant": "koverage-collector"}},
+            (
+                "auth.collectorTenant is set but secrets.keys.collectorApiKey is "
+                "empty: the collector would present the services' client key"
+            ),
+        ),
+        (
             {"chat": {"replicas": 2}},
             (
                 "chat.replicas is 2 but chat must run as one pod: on start it marks "
@@ -595,6 +627,7 @@ def test_every_values_key_is_commented():
         "pdb-both",
         "collector-memory",
         "hpa-min-max",
+        "relay-tenant-without-own-key",
         "chat-replicas",
     ],
 )

@@ -120,6 +120,10 @@ Shared, non-secret settings come from the ConfigMap through envFrom.
 {{- if has $component (list "ingest" "worker") }}
 {{ include "koverage.kafkaSecurityEnv" $root }}
 {{- end }}
+{{- if and (eq $component "ingest") $root.Values.auth.collectorTenant }}
+- name: KOVERAGE_INGEST_TRUSTED_TENANTS
+  value: {{ $root.Values.auth.collectorTenant | quote }}
+{{- end }}
 {{- with $root.Values.config.extraEnv }}
 {{ toYaml . }}
 {{- end }}
@@ -217,6 +221,9 @@ change. Included by every template that depends on them.
 {{- $pdb := $v.podDisruptionBudget -}}
 {{- if and $pdb.enabled (not (kindIs "invalid" $pdb.minAvailable)) (not (kindIs "invalid" $pdb.maxUnavailable)) -}}
 {{- fail "podDisruptionBudget: set either minAvailable or maxUnavailable, not both (set the other to null)" -}}
+{{- end -}}
+{{- if and $v.auth.collectorTenant (not $v.secrets.keys.collectorApiKey) -}}
+{{- fail "auth.collectorTenant is set but secrets.keys.collectorApiKey is empty: the collector would present the services' client key, letting every service claim any tenant; give the collector a key of its own (with that tenant in apiKeys) and name it in secrets.keys.collectorApiKey" -}}
 {{- end -}}
 {{- if gt (int $v.chat.replicas) 1 -}}
 {{- fail (printf "chat.replicas is %d but chat must run as one pod: on start it marks every streaming message in the database failed, so a second pod would fail the first one's live answers (see chat in values.yaml); set chat.replicas=1" (int $v.chat.replicas)) -}}
