@@ -36,6 +36,8 @@ logger = logging.getLogger(__name__)
 # before its callers.
 SERVICES = ("ingest", "worker", "router", "chat", "underwriter")
 _DEFAULT_PORT_BASE = 50051
+# The tenant of the embedded collector's own key, trusted by ingest as a relay.
+_COLLECTOR_TENANT = "koverage-collector"
 
 
 def register(commands) -> None:
@@ -189,7 +191,13 @@ def _start_mesh(
     )
 
     # A local run needs a key unless one is configured (resolve_api_keys).
+    # The embedded collector gets a key of its own, for a tenant that ingest
+    # trusts as a relay: it forwards every caller's spans, and each span
+    # names its caller's tenant (`koverage.tenant`). A client key cannot
+    # claim another tenant that way, since only the relay tenant is trusted.
     mesh.api_key, keys = api_keys
+    collector_key = "kov_collector_" + secrets.token_urlsafe(24)
+    keys = f"{keys},{collector_key}={_COLLECTOR_TENANT}"
 
     mesh.services = _addresses(settings, args.port_base)
     mesh.dashboard_address = (
@@ -203,6 +211,8 @@ def _start_mesh(
         ENV_PREFIX + "API_KEYS": keys,
         ENV_PREFIX + "AUTH_REQUIRED": "true",
         ENV_PREFIX + "CLIENT_API_KEY": mesh.api_key,
+        ENV_PREFIX + "INGEST_TRUSTED_TENANTS": settings.ingest_trusted_tenants
+        or _COLLECTOR_TENANT,
         ENV_PREFIX + "HOST": settings.host,
         ENV_PREFIX + "DASHBOARD_ADDRESS": mesh.dashboard_address,
         **{
@@ -233,7 +243,7 @@ def _start_mesh(
         or RotelCollector(
             mesh.services["ingest"],
             supervisor=supervisor,
-            export_headers={"authorization": f"Bearer {mesh.api_key}"},
+            export_headers={"authorization": f"Bearer {collector_key}"},
         ).start()
     )
     start_service(

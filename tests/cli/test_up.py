@@ -139,8 +139,8 @@ def _assert_demo_trace_reached_postgres(database_url: str, up_output: str) -> No
     with psycopg.connect(database_url, autocommit=True) as conn:
         while time.monotonic() < deadline:
             rows = conn.execute(
-                "SELECT name, span_id, parent_span_id FROM spans WHERE trace_id = %s "
-                "ORDER BY start_time",
+                "SELECT name, span_id, parent_span_id, tenant FROM spans "
+                "WHERE trace_id = %s ORDER BY start_time",
                 (bytes.fromhex(trace_id),),
             ).fetchall()
             names = {r[0] for r in rows}
@@ -153,8 +153,8 @@ def _assert_demo_trace_reached_postgres(database_url: str, up_output: str) -> No
             time.sleep(0.5)
         by_name = {r[0]: r for r in rows}
         call = conn.execute(
-            "SELECT model, input_tokens, output_tokens, status FROM llm_calls "
-            "WHERE trace_id = %s",
+            "SELECT model, input_tokens, output_tokens, status, tenant "
+            "FROM llm_calls WHERE trace_id = %s",
             (bytes.fromhex(trace_id),),
         ).fetchone()
     chat = by_name["koverage.chat.v1.ChatService/StreamChat"]
@@ -163,7 +163,10 @@ def _assert_demo_trace_reached_postgres(database_url: str, up_output: str) -> No
     assert chat[2] is None
     assert provider[2] == generate[1]
     assert generate[2] == chat[1]
-    assert call == ("sim/steady", 11, 24, "complete")
+    assert call == ("sim/steady", 11, 24, "complete", "local")
+    # The collector relays with a key of its own; the spans keep the tenant
+    # of the key that made the call, not the collector's.
+    assert {r[3] for r in rows} == {"local"}
 
 
 def _assert_dashboard_signs_in(url: str) -> None:
