@@ -136,6 +136,12 @@ class Settings:
     client_api_key: str = ""
     """Key this process sends when it calls another Koverage service."""
 
+    relay_tenants: str = ""
+    """Comma-separated tenants whose keys may act for another tenant: a call
+    with such a key and `koverage-on-behalf-of: <tenant>` runs as that
+    tenant. Give these keys only to mesh services (chat, underwriter), which
+    forward their caller's tenant when they call the router."""
+
     run_dir: str = ""
     """Directory for `koverage up` logs, embedded data and its state file;
     empty means ~/.koverage."""
@@ -217,14 +223,20 @@ class Settings:
             ValueError: an entry is not `key=tenant`.
         """
         tenants: dict[str, str] = {}
-        for entry in filter(None, (e.strip() for e in self.api_keys.split(","))):
+        entries = filter(None, (e.strip() for e in self.api_keys.split(",")))
+        for number, entry in enumerate(entries, start=1):
             key, sep, tenant = entry.partition("=")
             if not sep or not key or not tenant:
-                raise ValueError(
-                    f"KOVERAGE_API_KEYS entry {entry[:4]!r}... is not key=tenant"
-                )
+                # The entry itself is not echoed: it may hold a secret key.
+                raise ValueError(f"KOVERAGE_API_KEYS entry {number} is not key=tenant")
             tenants[key] = tenant
         return tenants
+
+    def relay_tenant_set(self) -> frozenset[str]:
+        """Parses `relay_tenants` into a set of tenant names."""
+        return frozenset(
+            filter(None, (t.strip() for t in self.relay_tenants.split(",")))
+        )
 
 
 def _parse(field: dataclasses.Field, raw: str) -> object:

@@ -15,6 +15,7 @@ import sys
 import time
 
 from koverage.cli._state import clear_state, run_dir, write_state
+from koverage.kafka_config import kafka_client_config
 from koverage.local import (
     EmbeddedPostgres,
     RotelCollector,
@@ -38,6 +39,9 @@ SERVICES = ("ingest", "worker", "router", "chat", "underwriter")
 _DEFAULT_PORT_BASE = 50051
 # The tenant of the embedded collector's own key, trusted by ingest as a relay.
 _COLLECTOR_TENANT = "koverage-collector"
+# The tenant of the key chat and underwriter call the router with; the router
+# trusts it to name the tenant it calls for.
+_SERVICE_TENANT = "koverage-mesh"
 
 
 def register(commands) -> None:
@@ -188,6 +192,10 @@ def _start_mesh(
             settings.kafka_spans_topic: settings.kafka_spans_partitions,
             settings.kafka_dead_letter_topic: 1,
         },
+        # The embedded Tansu speaks plaintext; a configured broker may not.
+        client_config=kafka_client_config(settings)
+        if settings.kafka_bootstrap
+        else None,
     )
 
     # A local run needs a key unless one is configured (resolve_api_keys).
@@ -195,9 +203,13 @@ def _start_mesh(
     # trusts as a relay: it forwards every caller's spans, and each span
     # names its caller's tenant (`koverage.tenant`). A client key cannot
     # claim another tenant that way, since only the relay tenant is trusted.
+    # Chat and underwriter likewise call the router with a relay key of their
+    # own and name their caller's tenant (`koverage-on-behalf-of`), so the
+    # router's spans and LLM calls land in the tenant that asked.
     mesh.api_key, keys = api_keys
     collector_key = "kov_collector_" + secrets.token_urlsafe(24)
-    keys = f"{keys},{collector_key}={_COLLECTOR_TENANT}"
+    service_key = "kov_service_" + secrets.token_urlsafe(24)
+    keys = f"{keys},{collector_key}={_COLLECTOR_TENANT},{service_key}={_SERVICE_TENANT}"
 
     mesh.services = _addresses(settings, args.port_base)
     mesh.dashboard_address = (
@@ -213,6 +225,7 @@ def _start_mesh(
         ENV_PREFIX + "CLIENT_API_KEY": mesh.api_key,
         ENV_PREFIX + "INGEST_TRUSTED_TENANTS": settings.ingest_trusted_tenants
         or _COLLECTOR_TENANT,
+        ENV_PREFIX + "RELAY_TENANTS": settings.relay_tenants or _SERVICE_TENANT,
         ENV_PREFIX + "HOST": settings.host,
         ENV_PREFIX + "DASHBOARD_ADDRESS": mesh.dashboard_address,
         **{
@@ -250,9 +263,14 @@ def _start_mesh(
         supervisor, "worker", mesh.services["worker"], env=service_env("worker", env)
     )
     traced = {**env, ENV_PREFIX + "OTLP_ENDPOINT": mesh.otlp_endpoint}
-    for name in ("router", "chat", "underwriter"):
+    relaying = {**traced, ENV_PREFIX + "CLIENT_API_KEY": service_key}
+    for name, base in (
+        ("router", traced),
+        ("chat", relaying),
+        ("underwriter", relaying),
+    ):
         start_service(
-            supervisor, name, mesh.services[name], env=service_env(name, traced)
+            supervisor, name, mesh.services[name], env=service_env(name, base)
         )
     logger.info("mesh up", extra={"startup_s": round(time.perf_counter() - started, 2)})
     return mesh

@@ -1,11 +1,14 @@
 """Channels from one Koverage service (or user) to another.
 
 Every outgoing call carries the current trace context (W3C traceparent) and,
-when configured, `authorization: Bearer <key>`.
+when configured, `authorization: Bearer <key>`. A call made while serving an
+RPC also names that RPC's tenant in `koverage-on-behalf-of`, which the callee
+honours only from a relay key (see `koverage.serving._auth`).
 """
 
 import grpc
 
+from koverage.serving._auth import ON_BEHALF_OF_HEADER, caller_tenant
 from koverage.serving._tracing import inject_context
 
 _MAX_MESSAGE_BYTES = 16 * 1024 * 1024
@@ -28,12 +31,16 @@ def connect(address: str, *, api_key: str = "") -> grpc.aio.Channel:
 
 
 def outgoing_metadata(api_key: str = "", metadata=None) -> list[tuple[str, str]]:
-    """Returns `metadata` plus trace context and the API key."""
+    """Returns `metadata` plus trace context, the API key and, inside an RPC,
+    the tenant it serves."""
     result = [
         (k, v) for k, v in (metadata or ()) if k not in ("traceparent", "tracestate")
     ]
     if api_key and not any(k == "authorization" for k, _ in result):
         result.append(("authorization", f"Bearer {api_key}"))
+        tenant = caller_tenant()
+        if tenant is not None and not any(k == ON_BEHALF_OF_HEADER for k, _ in result):
+            result.append((ON_BEHALF_OF_HEADER, tenant))
     inject_context(result)
     return result
 

@@ -53,7 +53,9 @@ class MeshServer:
             settings.metrics_port if metrics_port is None else metrics_port
         )
         self._authenticator = ApiKeyAuthenticator(
-            settings.api_key_tenants(), required=settings.auth_required
+            settings.api_key_tenants(),
+            required=settings.auth_required,
+            relay_tenants=settings.relay_tenant_set(),
         )
         self.grpc = grpc.aio.server(
             interceptors=[MeshServerInterceptor(name, self._authenticator)],

@@ -26,11 +26,12 @@ A rejected span goes to the dead-letter topic redacted, its resource too; a
 span whose bytes do not decode goes there as an empty value with the reason,
 the trace id as key and the span id in the reason, never as raw bytes.
 
-Known limitation: a span's tenant is the tenant its service authenticated the
-RPC as. A service that calls another with its own key (chat calls the router
-with `KOVERAGE_CLIENT_API_KEY`) makes the callee's spans, the LLM call among
-them, carry the calling service's tenant, not the end user's; forwarding the
-caller's tenant on such calls would fix it.
+A span's tenant is the tenant its service authenticated the RPC as. When
+chat calls the router for a user, it sends its own key and names the user's
+tenant in `koverage-on-behalf-of`; the router runs the call as that tenant
+only if chat's key belongs to a relay tenant (`KOVERAGE_RELAY_TENANTS`, set
+by `koverage up` and by the chart's `auth.serviceTenant`). Without one, the
+router's spans, the LLM call among them, carry chat's own tenant.
 
 Known limitation: the rate limit is charged to the sender, so behind a
 trusted relay all tenants share the relay's budget; charging each asserted

@@ -272,6 +272,17 @@ def test_ingest_trusts_only_the_collectors_own_tenant_as_a_relay(scenario):
         ), component
 
 
+def test_only_the_router_trusts_the_services_tenant_as_a_relay(scenario):
+    values, _, objects = scenario
+    tenant = values.get("auth", {}).get("serviceTenant", "")
+    for component, deployment in _koverage_deployments(objects).items():
+        env = _env(deployment["spec"]["template"]["spec"]["containers"][0])
+        if tenant and component == "router":
+            assert env["KOVERAGE_RELAY_TENANTS"]["value"] == tenant
+        else:
+            assert "KOVERAGE_RELAY_TENANTS" not in env, component
+
+
 def test_selectors_match_only_their_own_pods(scenario):
     _, _, objects = scenario
     pod_templates = {

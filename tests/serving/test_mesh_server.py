@@ -140,6 +140,76 @@ async def test_required_key_maps_to_tenant_and_missing_key_is_refused():
         await server.stop(0.1)
 
 
+async def _list_models_as(address: str, key: str, on_behalf_of: str = "") -> str:
+    metadata = (("koverage-on-behalf-of", on_behalf_of),) if on_behalf_of else ()
+    async with connect(address, api_key=key) as channel:
+        reply = await router_pb2_grpc.RouterServiceStub(channel).ListModels(
+            router_pb2.ListModelsRequest(), metadata=metadata, timeout=5
+        )
+    return reply.models[0].id
+
+
+async def test_only_a_relay_key_may_name_the_tenant_it_calls_for():
+    server = await start(
+        auth_required=True,
+        api_keys="k-mesh=mesh,k-alpha=alpha",
+        relay_tenants="mesh",
+    )
+    try:
+        assert await _list_models_as(server.address, "k-mesh", "beta") == "beta"
+        assert await _list_models_as(server.address, "k-mesh") == "mesh"
+        # Any other key keeps its own tenant whatever it claims.
+        assert await _list_models_as(server.address, "k-alpha", "beta") == "alpha"
+        with pytest.raises(grpc.aio.AioRpcError) as caught:
+            await _list_models_as(server.address, "k-mesh", "no spaces, please")
+        assert caught.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+        assert "koverage-on-behalf-of" in caught.value.details()
+    finally:
+        await server.stop(0.1)
+
+
+class ForwardingRouter(FakeRouter):
+    """Answers ListModels by asking `downstream`, with a relay key, from
+    inside its own RPC, as chat calls the router."""
+
+    def __init__(self, downstream: str) -> None:
+        super().__init__()
+        self.downstream = downstream
+
+    async def ListModels(self, request, context):
+        async with connect(self.downstream, api_key="k-mesh") as channel:
+            return await router_pb2_grpc.RouterServiceStub(channel).ListModels(
+                request, timeout=5
+            )
+
+
+async def test_a_service_calls_onward_in_the_tenant_of_its_caller():
+    keys = "k-mesh=mesh,k-alpha=alpha,k-beta=beta"
+    downstream = await start(auth_required=True, api_keys=keys, relay_tenants="mesh")
+    upstream = await start(
+        ForwardingRouter(downstream.address), auth_required=True, api_keys=keys
+    )
+    try:
+        assert await _list_models_as(upstream.address, "k-alpha") == "alpha"
+        assert await _list_models_as(upstream.address, "k-beta") == "beta"
+    finally:
+        await upstream.stop(0.1)
+        await downstream.stop(0.1)
+
+
+async def test_without_relay_tenants_the_forwarded_tenant_is_ignored():
+    keys = "k-mesh=mesh,k-alpha=alpha"
+    downstream = await start(auth_required=True, api_keys=keys)
+    upstream = await start(
+        ForwardingRouter(downstream.address), auth_required=True, api_keys=keys
+    )
+    try:
+        assert await _list_models_as(upstream.address, "k-alpha") == "mesh"
+    finally:
+        await upstream.stop(0.1)
+        await downstream.stop(0.1)
+
+
 async def test_optional_auth_still_refuses_an_unknown_key():
     server = await start(api_keys="k=alpha")
     try:

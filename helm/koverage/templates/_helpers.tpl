@@ -124,6 +124,10 @@ Shared, non-secret settings come from the ConfigMap through envFrom.
 - name: KOVERAGE_INGEST_TRUSTED_TENANTS
   value: {{ $root.Values.auth.collectorTenant | quote }}
 {{- end }}
+{{- if and (eq $component "router") $root.Values.auth.serviceTenant }}
+- name: KOVERAGE_RELAY_TENANTS
+  value: {{ $root.Values.auth.serviceTenant | quote }}
+{{- end }}
 {{- with $root.Values.config.extraEnv }}
 {{ toYaml . }}
 {{- end }}
