@@ -190,6 +190,7 @@ async def _one_run(generate, exam, args, out_dir, router, profiler) -> dict:
         seed=args.seed,
         concurrency=args.concurrency,
         simulated_models=list(_MODELS),
+        simulated_judges=list(_JUDGES),
         on_progress=on_progress,
     )
     router_cpu_before = _cpu_s(router.pid)

@@ -88,6 +88,7 @@ class GenerateParams:
     guardrail: bool = False
     conversation_id: str = ""
     fallback_models: tuple[str, ...] = ()
+    disable_fallback: bool = False
     tenant: str = ""
 
 
@@ -161,10 +162,12 @@ class Router:
         started = time.perf_counter()
         _validate(params)
         entry = self.catalog.get(params.model)
-        chain = [entry] + [
-            self.catalog.get(m)
-            for m in (params.fallback_models or entry.fallback_models)
-        ]
+        fallbacks = (
+            ()
+            if params.disable_fallback
+            else (params.fallback_models or entry.fallback_models)
+        )
+        chain = [entry] + [self.catalog.get(m) for m in fallbacks]
 
         if params.guardrail:
             screening = screen_prompt(params.messages)
@@ -463,6 +466,11 @@ def _validate(params: GenerateParams) -> None:
     if params.max_output_tokens is not None and params.max_output_tokens < 1:
         raise InvalidArgumentError(
             "max_output_tokens must be at least 1 when set", field="max_output_tokens"
+        )
+    if params.disable_fallback and params.fallback_models:
+        raise InvalidArgumentError(
+            "fallback_models must be empty when disable_fallback is set",
+            field="fallback_models",
         )
 
 

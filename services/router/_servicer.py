@@ -61,6 +61,7 @@ class RouterServicer(router_pb2_grpc.RouterServiceServicer):
             guardrail=request.guardrail,
             conversation_id=request.conversation_id,
             fallback_models=tuple(request.fallback_models),
+            disable_fallback=request.disable_fallback,
             tenant=current_tenant(),
         )
         events = self._router.generate(params, deadline_s=context.time_remaining())

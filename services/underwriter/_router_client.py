@@ -21,19 +21,10 @@ class RouterGenerate:
     Errors come back as `Answer(error=...)`, never raised, so the runner
     caches them as failed calls that `--retry-errors` can rerun.
 
-    A pinned call (every judge call) sends `fallback_models=[model]`: the
-    router walks the request's chain instead of the catalog's, so the only
-    model that can answer is the requested one (a failure before the first
-    token is retried once on that same model, never on another). The
-    answer's `served_model` is the router's `summary.model`, which the
+    A pinned call (every judge call) sets `disable_fallback`: the router
+    lets only the requested model answer, never one from a fallback chain.
+    The answer's `served_model` is the router's `summary.model`, which the
     runner checks as well.
-
-    Known limitation: RouterService has no explicit "no fallback" switch;
-    an empty `fallback_models` means the catalog's chain, so pinning relies
-    on naming the model itself as its only fallback, which costs one extra
-    attempt on that model when it is down. A `bool no_fallback = 9` field on
-    GenerateRequest (chain = [model] when set) would say it directly; this
-    workaround can go once the router has one.
     """
 
     def __init__(
@@ -61,7 +52,7 @@ class RouterGenerate:
             temperature=temperature,
             seed=seed,
             guardrail=guardrail,
-            fallback_models=[model] if pinned else [],
+            disable_fallback=pinned,
         )
         started = time.perf_counter()
         texts: list[str] = []

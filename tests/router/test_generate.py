@@ -94,6 +94,36 @@ async def test_cold_modal_falls_back_to_openrouter(tmp_path, upstreams):
     await asyncio.wait_for(upstreams["modal"].client_closed.wait(), 5)
 
 
+async def test_disable_fallback_lets_only_the_requested_model_answer(
+    tmp_path, upstreams
+):
+    upstreams["modal"].default = Scenario(first_token_delay_s=5)
+    async with running_router(tmp_path, upstreams["providers"]) as (stub, _, _):
+        with pytest.raises(grpc.aio.AioRpcError) as caught:
+            await collect(
+                stub.Generate(
+                    request("modal/qwen3-8b", disable_fallback=True), timeout=10
+                )
+            )
+        with pytest.raises(grpc.aio.AioRpcError) as contradictory:
+            await collect(
+                stub.Generate(
+                    request(
+                        "modal/qwen3-8b",
+                        disable_fallback=True,
+                        fallback_models=["openrouter/qwen3-8b"],
+                    ),
+                    timeout=10,
+                )
+            )
+
+    # The cold model is reported as such; the catalog's fallback never ran.
+    assert caught.value.code() == grpc.StatusCode.UNAVAILABLE
+    assert upstreams["openrouter"].requests == []
+    assert contradictory.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert "disable_fallback" in contradictory.value.details()
+
+
 async def test_gpu_priced_model_costs_gpu_seconds(tmp_path, upstreams):
     async with running_router(tmp_path, upstreams["providers"]) as (stub, _, _):
         _, summary = await collect(stub.Generate(request("modal/qwen3-8b"), timeout=10))

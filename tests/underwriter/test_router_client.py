@@ -28,6 +28,7 @@ class Served:
     cost_usd: str
     duration_ms: int
     fallback_models: list[str]
+    disable_fallback: bool
 
 
 class FakeRouter(router_pb2_grpc.RouterServiceServicer):
@@ -47,7 +48,14 @@ class FakeRouter(router_pb2_grpc.RouterServiceServicer):
         duration_ms = 50 + digest[2]
         served = self.replaced.get(request.model, request.model)
         self.served.append(
-            Served(served, judged, cost, duration_ms, list(request.fallback_models))
+            Served(
+                served,
+                judged,
+                cost,
+                duration_ms,
+                list(request.fallback_models),
+                request.disable_fallback,
+            )
         )
         yield router_pb2.GenerateResponse(delta=router_pb2.TextDelta(text=text))
         summary = router_pb2.GenerationSummary(
@@ -96,8 +104,13 @@ async def test_judge_calls_ask_for_no_fallback_and_model_calls_keep_theirs(
         await _runner(generate, small_exam, tmp_path).run()
 
     judge_calls = [s for s in router.served if s.judged]
-    assert judge_calls and all(s.fallback_models == [s.model] for s in judge_calls)
-    assert all(s.fallback_models == [] for s in router.served if not s.judged)
+    assert judge_calls
+    assert all(s.disable_fallback and not s.fallback_models for s in judge_calls)
+    assert all(
+        not s.disable_fallback and s.fallback_models == []
+        for s in router.served
+        if not s.judged
+    )
 
 
 async def test_a_verdict_served_by_another_model_is_missing_not_a_verdict(

@@ -25,37 +25,37 @@ _sym_db = _symbol_database.Default()
 from google.protobuf import duration_pb2 as google_dot_protobuf_dot_duration__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1fkoverage/router/v1/router.proto\x12\x12koverage.router.v1\x1a\x1egoogle/protobuf/duration.proto\"F\n\x0b\x43hatMessage\x12&\n\x04role\x18\x01 \x01(\x0e\x32\x18.koverage.router.v1.Role\x12\x0f\n\x07\x63ontent\x18\x02 \x01(\t\"\x94\x02\n\x0fGenerateRequest\x12\r\n\x05model\x18\x01 \x01(\t\x12\x31\n\x08messages\x18\x02 \x03(\x0b\x32\x1f.koverage.router.v1.ChatMessage\x12\x18\n\x0btemperature\x18\x03 \x01(\x01H\x00\x88\x01\x01\x12\x1e\n\x11max_output_tokens\x18\x04 \x01(\rH\x01\x88\x01\x01\x12\x11\n\x04seed\x18\x05 \x01(\x03H\x02\x88\x01\x01\x12\x11\n\tguardrail\x18\x06 \x01(\x08\x12\x17\n\x0f\x63onversation_id\x18\x07 \x01(\t\x12\x17\n\x0f\x66\x61llback_models\x18\x08 \x03(\tB\x0e\n\x0c_temperatureB\x14\n\x12_max_output_tokensB\x07\n\x05_seed\"\x85\x01\n\x10GenerateResponse\x12.\n\x05\x64\x65lta\x18\x01 \x01(\x0b\x32\x1d.koverage.router.v1.TextDeltaH\x00\x12\x38\n\x07summary\x18\x02 \x01(\x0b\x32%.koverage.router.v1.GenerationSummaryH\x00\x42\x07\n\x05\x65vent\"(\n\tTextDelta\x12\x0c\n\x04text\x18\x01 \x01(\t\x12\r\n\x05index\x18\x02 \x01(\r\"G\n\x05Usage\x12\x14\n\x0cinput_tokens\x18\x01 \x01(\r\x12\x15\n\routput_tokens\x18\x02 \x01(\r\x12\x11\n\testimated\x18\x03 \x01(\x08\"\xb5\x03\n\x11GenerationSummary\x12(\n\x05usage\x18\x01 \x01(\x0b\x32\x19.koverage.router.v1.Usage\x12\x10\n\x08\x63ost_usd\x18\x02 \x01(\t\x12\x37\n\rfinish_reason\x18\x03 \x01(\x0e\x32 .koverage.router.v1.FinishReason\x12\x10\n\x08provider\x18\x04 \x01(\t\x12\r\n\x05model\x18\x05 \x01(\t\x12\x36\n\x13time_to_first_token\x18\x06 \x01(\x0b\x32\x19.google.protobuf.Duration\x12+\n\x08\x64uration\x18\x07 \x01(\x0b\x32\x19.google.protobuf.Duration\x12\x34\n\x06status\x18\x08 \x01(\x0e\x32$.koverage.router.v1.GenerationStatus\x12\x16\n\x0erefusal_reason\x18\t \x01(\t\x12\x10\n\x08trace_id\x18\n \x01(\t\x12\x17\n\x0f\x66\x61llbacks_tried\x18\x0b \x03(\t\x12\x19\n\x11output_redactions\x18\x0c \x01(\r\x12\x11\n\tsimulated\x18\r \x01(\x08\"\x13\n\x11ListModelsRequest\"C\n\x12ListModelsResponse\x12-\n\x06models\x18\x01 \x03(\x0b\x32\x1d.koverage.router.v1.ModelInfo\"\xe1\x01\n\tModelInfo\x12\n\n\x02id\x18\x01 \x01(\t\x12\x10\n\x08provider\x18\x02 \x01(\t\x12\x16\n\x0eprovider_model\x18\x03 \x01(\t\x12\x1a\n\x12input_usd_per_mtok\x18\x04 \x01(\t\x12\x1b\n\x13output_usd_per_mtok\x18\x05 \x01(\t\x12\x1a\n\x12gpu_usd_per_second\x18\x06 \x01(\t\x12\x1d\n\x15\x63ontext_window_tokens\x18\x07 \x01(\r\x12\x17\n\x0f\x66\x61llback_models\x18\x08 \x03(\t\x12\x11\n\tsimulated\x18\t \x01(\x08*P\n\x04Role\x12\x14\n\x10ROLE_UNSPECIFIED\x10\x00\x12\x0f\n\x0bROLE_SYSTEM\x10\x01\x12\r\n\tROLE_USER\x10\x02\x12\x12\n\x0eROLE_ASSISTANT\x10\x03*\x9c\x01\n\x0c\x46inishReason\x12\x1d\n\x19\x46INISH_REASON_UNSPECIFIED\x10\x00\x12\x16\n\x12\x46INISH_REASON_STOP\x10\x01\x12\x18\n\x14\x46INISH_REASON_LENGTH\x10\x02\x12 \n\x1c\x46INISH_REASON_CONTENT_FILTER\x10\x03\x12\x19\n\x15\x46INISH_REASON_REFUSED\x10\x04*t\n\x10GenerationStatus\x12!\n\x1dGENERATION_STATUS_UNSPECIFIED\x10\x00\x12\x1e\n\x1aGENERATION_STATUS_COMPLETE\x10\x01\x12\x1d\n\x19GENERATION_STATUS_REFUSED\x10\x02\x32\xc5\x01\n\rRouterService\x12W\n\x08Generate\x12#.koverage.router.v1.GenerateRequest\x1a$.koverage.router.v1.GenerateResponse0\x01\x12[\n\nListModels\x12%.koverage.router.v1.ListModelsRequest\x1a&.koverage.router.v1.ListModelsResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1fkoverage/router/v1/router.proto\x12\x12koverage.router.v1\x1a\x1egoogle/protobuf/duration.proto\"F\n\x0b\x43hatMessage\x12&\n\x04role\x18\x01 \x01(\x0e\x32\x18.koverage.router.v1.Role\x12\x0f\n\x07\x63ontent\x18\x02 \x01(\t\"\xae\x02\n\x0fGenerateRequest\x12\r\n\x05model\x18\x01 \x01(\t\x12\x31\n\x08messages\x18\x02 \x03(\x0b\x32\x1f.koverage.router.v1.ChatMessage\x12\x18\n\x0btemperature\x18\x03 \x01(\x01H\x00\x88\x01\x01\x12\x1e\n\x11max_output_tokens\x18\x04 \x01(\rH\x01\x88\x01\x01\x12\x11\n\x04seed\x18\x05 \x01(\x03H\x02\x88\x01\x01\x12\x11\n\tguardrail\x18\x06 \x01(\x08\x12\x17\n\x0f\x63onversation_id\x18\x07 \x01(\t\x12\x17\n\x0f\x66\x61llback_models\x18\x08 \x03(\t\x12\x18\n\x10\x64isable_fallback\x18\t \x01(\x08\x42\x0e\n\x0c_temperatureB\x14\n\x12_max_output_tokensB\x07\n\x05_seed\"\x85\x01\n\x10GenerateResponse\x12.\n\x05\x64\x65lta\x18\x01 \x01(\x0b\x32\x1d.koverage.router.v1.TextDeltaH\x00\x12\x38\n\x07summary\x18\x02 \x01(\x0b\x32%.koverage.router.v1.GenerationSummaryH\x00\x42\x07\n\x05\x65vent\"(\n\tTextDelta\x12\x0c\n\x04text\x18\x01 \x01(\t\x12\r\n\x05index\x18\x02 \x01(\r\"G\n\x05Usage\x12\x14\n\x0cinput_tokens\x18\x01 \x01(\r\x12\x15\n\routput_tokens\x18\x02 \x01(\r\x12\x11\n\testimated\x18\x03 \x01(\x08\"\xb5\x03\n\x11GenerationSummary\x12(\n\x05usage\x18\x01 \x01(\x0b\x32\x19.koverage.router.v1.Usage\x12\x10\n\x08\x63ost_usd\x18\x02 \x01(\t\x12\x37\n\rfinish_reason\x18\x03 \x01(\x0e\x32 .koverage.router.v1.FinishReason\x12\x10\n\x08provider\x18\x04 \x01(\t\x12\r\n\x05model\x18\x05 \x01(\t\x12\x36\n\x13time_to_first_token\x18\x06 \x01(\x0b\x32\x19.google.protobuf.Duration\x12+\n\x08\x64uration\x18\x07 \x01(\x0b\x32\x19.google.protobuf.Duration\x12\x34\n\x06status\x18\x08 \x01(\x0e\x32$.koverage.router.v1.GenerationStatus\x12\x16\n\x0erefusal_reason\x18\t \x01(\t\x12\x10\n\x08trace_id\x18\n \x01(\t\x12\x17\n\x0f\x66\x61llbacks_tried\x18\x0b \x03(\t\x12\x19\n\x11output_redactions\x18\x0c \x01(\r\x12\x11\n\tsimulated\x18\r \x01(\x08\"\x13\n\x11ListModelsRequest\"C\n\x12ListModelsResponse\x12-\n\x06models\x18\x01 \x03(\x0b\x32\x1d.koverage.router.v1.ModelInfo\"\xe1\x01\n\tModelInfo\x12\n\n\x02id\x18\x01 \x01(\t\x12\x10\n\x08provider\x18\x02 \x01(\t\x12\x16\n\x0eprovider_model\x18\x03 \x01(\t\x12\x1a\n\x12input_usd_per_mtok\x18\x04 \x01(\t\x12\x1b\n\x13output_usd_per_mtok\x18\x05 \x01(\t\x12\x1a\n\x12gpu_usd_per_second\x18\x06 \x01(\t\x12\x1d\n\x15\x63ontext_window_tokens\x18\x07 \x01(\r\x12\x17\n\x0f\x66\x61llback_models\x18\x08 \x03(\t\x12\x11\n\tsimulated\x18\t \x01(\x08*P\n\x04Role\x12\x14\n\x10ROLE_UNSPECIFIED\x10\x00\x12\x0f\n\x0bROLE_SYSTEM\x10\x01\x12\r\n\tROLE_USER\x10\x02\x12\x12\n\x0eROLE_ASSISTANT\x10\x03*\x9c\x01\n\x0c\x46inishReason\x12\x1d\n\x19\x46INISH_REASON_UNSPECIFIED\x10\x00\x12\x16\n\x12\x46INISH_REASON_STOP\x10\x01\x12\x18\n\x14\x46INISH_REASON_LENGTH\x10\x02\x12 \n\x1c\x46INISH_REASON_CONTENT_FILTER\x10\x03\x12\x19\n\x15\x46INISH_REASON_REFUSED\x10\x04*t\n\x10GenerationStatus\x12!\n\x1dGENERATION_STATUS_UNSPECIFIED\x10\x00\x12\x1e\n\x1aGENERATION_STATUS_COMPLETE\x10\x01\x12\x1d\n\x19GENERATION_STATUS_REFUSED\x10\x02\x32\xc5\x01\n\rRouterService\x12W\n\x08Generate\x12#.koverage.router.v1.GenerateRequest\x1a$.koverage.router.v1.GenerateResponse0\x01\x12[\n\nListModels\x12%.koverage.router.v1.ListModelsRequest\x1a&.koverage.router.v1.ListModelsResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'koverage.router.v1.router_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_ROLE']._serialized_start=1447
-  _globals['_ROLE']._serialized_end=1527
-  _globals['_FINISHREASON']._serialized_start=1530
-  _globals['_FINISHREASON']._serialized_end=1686
-  _globals['_GENERATIONSTATUS']._serialized_start=1688
-  _globals['_GENERATIONSTATUS']._serialized_end=1804
+  _globals['_ROLE']._serialized_start=1473
+  _globals['_ROLE']._serialized_end=1553
+  _globals['_FINISHREASON']._serialized_start=1556
+  _globals['_FINISHREASON']._serialized_end=1712
+  _globals['_GENERATIONSTATUS']._serialized_start=1714
+  _globals['_GENERATIONSTATUS']._serialized_end=1830
   _globals['_CHATMESSAGE']._serialized_start=87
   _globals['_CHATMESSAGE']._serialized_end=157
   _globals['_GENERATEREQUEST']._serialized_start=160
-  _globals['_GENERATEREQUEST']._serialized_end=436
-  _globals['_GENERATERESPONSE']._serialized_start=439
-  _globals['_GENERATERESPONSE']._serialized_end=572
-  _globals['_TEXTDELTA']._serialized_start=574
-  _globals['_TEXTDELTA']._serialized_end=614
-  _globals['_USAGE']._serialized_start=616
-  _globals['_USAGE']._serialized_end=687
-  _globals['_GENERATIONSUMMARY']._serialized_start=690
-  _globals['_GENERATIONSUMMARY']._serialized_end=1127
-  _globals['_LISTMODELSREQUEST']._serialized_start=1129
-  _globals['_LISTMODELSREQUEST']._serialized_end=1148
-  _globals['_LISTMODELSRESPONSE']._serialized_start=1150
-  _globals['_LISTMODELSRESPONSE']._serialized_end=1217
-  _globals['_MODELINFO']._serialized_start=1220
-  _globals['_MODELINFO']._serialized_end=1445
-  _globals['_ROUTERSERVICE']._serialized_start=1807
-  _globals['_ROUTERSERVICE']._serialized_end=2004
+  _globals['_GENERATEREQUEST']._serialized_end=462
+  _globals['_GENERATERESPONSE']._serialized_start=465
+  _globals['_GENERATERESPONSE']._serialized_end=598
+  _globals['_TEXTDELTA']._serialized_start=600
+  _globals['_TEXTDELTA']._serialized_end=640
+  _globals['_USAGE']._serialized_start=642
+  _globals['_USAGE']._serialized_end=713
+  _globals['_GENERATIONSUMMARY']._serialized_start=716
+  _globals['_GENERATIONSUMMARY']._serialized_end=1153
+  _globals['_LISTMODELSREQUEST']._serialized_start=1155
+  _globals['_LISTMODELSREQUEST']._serialized_end=1174
+  _globals['_LISTMODELSRESPONSE']._serialized_start=1176
+  _globals['_LISTMODELSRESPONSE']._serialized_end=1243
+  _globals['_MODELINFO']._serialized_start=1246
+  _globals['_MODELINFO']._serialized_end=1471
+  _globals['_ROUTERSERVICE']._serialized_start=1833
+  _globals['_ROUTERSERVICE']._serialized_end=2030
 # @@protoc_insertion_point(module_scope)

@@ -52,7 +52,7 @@ class ChatMessage(_message.Message):
     def __init__(self, role: _Optional[_Union[Role, str]] = ..., content: _Optional[str] = ...) -> None: ...
 
 class GenerateRequest(_message.Message):
-    __slots__ = ("model", "messages", "temperature", "max_output_tokens", "seed", "guardrail", "conversation_id", "fallback_models")
+    __slots__ = ("model", "messages", "temperature", "max_output_tokens", "seed", "guardrail", "conversation_id", "fallback_models", "disable_fallback")
     MODEL_FIELD_NUMBER: _ClassVar[int]
     MESSAGES_FIELD_NUMBER: _ClassVar[int]
     TEMPERATURE_FIELD_NUMBER: _ClassVar[int]
@@ -61,6 +61,7 @@ class GenerateRequest(_message.Message):
     GUARDRAIL_FIELD_NUMBER: _ClassVar[int]
     CONVERSATION_ID_FIELD_NUMBER: _ClassVar[int]
     FALLBACK_MODELS_FIELD_NUMBER: _ClassVar[int]
+    DISABLE_FALLBACK_FIELD_NUMBER: _ClassVar[int]
     model: str
     messages: _containers.RepeatedCompositeFieldContainer[ChatMessage]
     temperature: float
@@ -69,7 +70,8 @@ class GenerateRequest(_message.Message):
     guardrail: bool
     conversation_id: str
     fallback_models: _containers.RepeatedScalarFieldContainer[str]
-    def __init__(self, model: _Optional[str] = ..., messages: _Optional[_Iterable[_Union[ChatMessage, _Mapping]]] = ..., temperature: _Optional[float] = ..., max_output_tokens: _Optional[int] = ..., seed: _Optional[int] = ..., guardrail: _Optional[bool] = ..., conversation_id: _Optional[str] = ..., fallback_models: _Optional[_Iterable[str]] = ...) -> None: ...
+    disable_fallback: bool
+    def __init__(self, model: _Optional[str] = ..., messages: _Optional[_Iterable[_Union[ChatMessage, _Mapping]]] = ..., temperature: _Optional[float] = ..., max_output_tokens: _Optional[int] = ..., seed: _Optional[int] = ..., guardrail: _Optional[bool] = ..., conversation_id: _Optional[str] = ..., fallback_models: _Optional[_Iterable[str]] = ..., disable_fallback: _Optional[bool] = ...) -> None: ...
 
 class GenerateResponse(_message.Message):
     __slots__ = ("delta", "summary")
