@@ -55,6 +55,7 @@ from services.router._catalog import Catalog, ModelEntry
 from services.router._errors import (
     FirstTokenTimeoutError,
     ProviderRateLimitedError,
+    ProviderRejectedError,
     ProviderUnavailableError,
 )
 from services.router._guardrail import OutputScrubber, screen_prompt
@@ -190,10 +191,9 @@ class Router:
         for entry in chain:
             provider = self._providers.get(entry.provider_key)
             if provider is None:
-                last_error = ProviderUnavailableError(
+                last_error = ProviderRejectedError(
                     f"provider {entry.provider!r} for model {entry.id!r} is not "
-                    f"configured (set its KOVERAGE_* key or URL)",
-                    retryable=False,
+                    f"configured (set its KOVERAGE_* key or URL)"
                 )
                 tried.append(entry.id)
                 continue

@@ -110,10 +110,10 @@ async def test_wrong_modal_key_without_fallback_is_a_clear_grpc_error(
     finally:
         await _close(providers)
 
-    # services/router maps every provider 4xx but 429 to UNAVAILABLE (the
-    # provider is unusable for now; the caller's request was fine), naming
-    # the provider and the HTTP status.
-    assert caught.value.code() == grpc.StatusCode.UNAVAILABLE
+    # A provider 4xx other than 429 is our configuration, not an outage:
+    # FAILED_PRECONDITION (no point retrying), naming the provider and the
+    # HTTP status but never the key.
+    assert caught.value.code() == grpc.StatusCode.FAILED_PRECONDITION
     assert "modal rejected the call with HTTP 401" in caught.value.details()
     assert _KEY not in caught.value.details()
     assert "stale-key" not in caught.value.details()

@@ -311,7 +311,7 @@ async def test_required_auth_refuses_list_models_and_generate(tmp_path, upstream
     assert listed.models and "".join(texts) == "Hello from the fixture."
 
 
-async def test_unconfigured_provider_is_unavailable_and_names_the_setting(
+async def test_unconfigured_provider_is_a_failed_precondition_naming_the_setting(
     tmp_path, upstreams
 ):
     providers = {"simulator": upstreams["providers"]["simulator"]}
@@ -319,7 +319,8 @@ async def test_unconfigured_provider_is_unavailable_and_names_the_setting(
         with pytest.raises(grpc.aio.AioRpcError) as caught:
             await collect(stub.Generate(request(), timeout=5))
 
-    assert caught.value.code() == grpc.StatusCode.UNAVAILABLE
+    # Retrying cannot help until the provider is configured.
+    assert caught.value.code() == grpc.StatusCode.FAILED_PRECONDITION
     assert "not configured" in caught.value.details()
 
 

@@ -64,6 +64,10 @@ class RouterServiceServicer:
         NOT_FOUND          the model is not in the catalog
         UNAUTHENTICATED    a key is required and missing or unknown
         RESOURCE_EXHAUSTED the provider rate-limited every attempt
+        FAILED_PRECONDITION the last model tried cannot be used as configured:
+        its provider is not configured, or refused the call
+        with a 4xx other than 429 (bad key, model name);
+        retrying will not help until that is fixed
         UNAVAILABLE        every provider in the fallback chain is down, its
         circuit is open, or it broke the stream mid-answer
         DEADLINE_EXCEEDED  the caller's deadline passed

@@ -9,6 +9,7 @@ import openai
 
 from services.router._errors import (
     ProviderRateLimitedError,
+    ProviderRejectedError,
     ProviderUnavailableError,
     StreamBrokenError,
 )
@@ -111,10 +112,9 @@ class OpenAICompatibleProvider:
             # (bad key, unknown model name). Not worth retrying, but the
             # caller's own input was fine, so it is the provider that is
             # unusable for now.
-            return ProviderUnavailableError(
+            return ProviderRejectedError(
                 f"{self.name} rejected the call with HTTP {exc.status_code}: "
-                f"{_brief(exc)}",
-                retryable=False,
+                f"{_brief(exc)}; check its API key and model name in the catalog"
             )
         return ProviderUnavailableError(f"{self.name} is unavailable: {_brief(exc)}")
 
