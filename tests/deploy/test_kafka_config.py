@@ -148,7 +148,9 @@ def test_ingest_refuses_contradictory_kafka_settings_at_build():
         ingest_app.build_server(settings, create_topics=False)
 
 
-def test_ingest_publisher_gets_the_security_entries(monkeypatch):
+async def test_ingest_publisher_gets_the_security_entries(monkeypatch):
+    # Async so that the gRPC server it builds finds a running event loop,
+    # whatever tests ran before it in this process.
     seen = {}
 
     class RecordingPublisher:
