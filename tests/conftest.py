@@ -1,4 +1,5 @@
-"""Suite-wide fixtures: one in-memory span exporter for the whole process."""
+"""Suite-wide fixtures: one in-memory span exporter for the whole process, and
+a loopback OTLP sink (`trace_sink`)."""
 
 import pytest
 from opentelemetry import trace
@@ -6,6 +7,8 @@ from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+
+from tests.fixtures.otlp_sink import trace_sink  # noqa: F401 (shared fixture)
 
 _EXPORTER = InMemorySpanExporter()
 _PROVIDER = TracerProvider(resource=Resource.create({"service.name": "koverage-tests"}))

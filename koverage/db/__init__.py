@@ -7,6 +7,7 @@ from koverage.db._connect import (
     create_pool,
     database_url,
     open_async_pool,
+    pooled_connection,
 )
 from koverage.db._errors import (
     MigrationChecksumError,
@@ -43,4 +44,5 @@ __all__ = [
     "load_migrations",
     "migrate",
     "open_async_pool",
+    "pooled_connection",
 ]

@@ -1,12 +1,19 @@
 """Connections and pools to Postgres (psycopg 3) from a URL."""
 
+import contextlib
+import logging
 import urllib.parse
+from collections.abc import AsyncIterator
 
 import psycopg
 from psycopg import conninfo
 from psycopg_pool import AsyncConnectionPool, ConnectionPool
 
+from koverage.errors import UnavailableError
+
 _CONNECT_TIMEOUT_S = 10
+
+logger = logging.getLogger(__name__)
 
 
 def connect(
@@ -103,3 +110,32 @@ def database_url(url: str, dbname: str) -> str:
             parts._replace(path=path, query=urllib.parse.urlencode(query, safe="/"))
         )
     return conninfo.make_conninfo(url, dbname=dbname)
+
+
+@contextlib.asynccontextmanager
+async def pooled_connection(
+    pool: AsyncConnectionPool, database: str
+) -> AsyncIterator[psycopg.AsyncConnection]:
+    """A connection from `pool`; a database outage raises UnavailableError.
+
+    Connection failures, a server that went away and a pool that timed out
+    waiting for a connection (all `psycopg.OperationalError`) are transient
+    for the caller, who gets UNAVAILABLE and may retry. Errors about the
+    statement itself pass through unchanged.
+
+    Args:
+        pool: An open asyncio pool.
+        database: What the database is for, in the message ("the chat
+            database").
+    """
+    try:
+        async with pool.connection() as conn:
+            yield conn
+    except psycopg.OperationalError as exc:
+        logger.warning(
+            "database unavailable",
+            extra={"database": database, "error_type": type(exc).__name__},
+        )
+        raise UnavailableError(
+            f"{database} is unavailable ({type(exc).__name__}); retry shortly"
+        ) from exc

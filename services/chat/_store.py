@@ -13,12 +13,11 @@ extend) become `UnavailableError`, so callers see UNAVAILABLE with a clear
 message rather than INTERNAL.
 """
 
-import contextlib
 import dataclasses
 import datetime
 import logging
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import Awaitable, Callable
 from decimal import Decimal
 from typing import TypeVar
 
@@ -26,7 +25,8 @@ import psycopg
 from psycopg.rows import class_row
 from psycopg_pool import AsyncConnectionPool
 
-from koverage.errors import FailedPreconditionError, NotFoundError, UnavailableError
+from koverage.db import pooled_connection
+from koverage.errors import FailedPreconditionError, NotFoundError
 
 T = TypeVar("T")
 
@@ -384,20 +384,9 @@ class ChatStore:
             )
             return cur.rowcount
 
-    @contextlib.asynccontextmanager
-    async def _connection(self) -> AsyncIterator[psycopg.AsyncConnection]:
+    def _connection(self):
         """A pooled connection; database outages raise UnavailableError."""
-        try:
-            async with self._pool.connection() as conn:
-                yield conn
-        except psycopg.OperationalError as exc:
-            logger.warning(
-                "chat database unavailable", extra={"error_type": type(exc).__name__}
-            )
-            raise UnavailableError(
-                f"the chat database is unavailable ({type(exc).__name__}); "
-                "retry shortly"
-            ) from exc
+        return pooled_connection(self._pool, "the chat database")
 
 
 async def _insert_conversation(

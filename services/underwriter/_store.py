@@ -5,20 +5,18 @@ A database that cannot be reached (connection refused, pool timeout) raises
 """
 
 import base64
-import contextlib
 import dataclasses
 import datetime
 import json
 import logging
 import uuid
-from collections.abc import AsyncIterator
 
-import psycopg
 from psycopg.rows import dict_row
 from psycopg.types.json import Jsonb
 from psycopg_pool import AsyncConnectionPool
 
-from koverage.errors import InvalidArgumentError, NotFoundError, UnavailableError
+from koverage.db import pooled_connection
+from koverage.errors import InvalidArgumentError, NotFoundError
 
 logger = logging.getLogger(__name__)
 
@@ -43,20 +41,9 @@ class RunStore:
     def __init__(self, pool: AsyncConnectionPool) -> None:
         self._pool = pool
 
-    @contextlib.asynccontextmanager
-    async def _connection(self) -> AsyncIterator[psycopg.AsyncConnection]:
+    def _connection(self):
         """A pooled connection; a database outage becomes UnavailableError."""
-        try:
-            async with self._pool.connection() as conn:
-                yield conn
-        except psycopg.OperationalError as exc:
-            logger.warning(
-                "underwriter database unavailable",
-                extra={"error_type": type(exc).__name__},
-            )
-            raise UnavailableError(
-                "the underwriter's database is unavailable; retry in a few seconds"
-            ) from exc
+        return pooled_connection(self._pool, "the underwriter's database")
 
     async def create(self, tenant: str, run_id: str, spec: dict) -> None:
         async with self._connection() as conn:

@@ -6,22 +6,15 @@ import argparse
 import json
 import os
 import pathlib
-import queue
 import shutil
 import signal
 import subprocess
 import sys
 import tempfile
 import time
-from concurrent import futures
 
-import grpc
 import psutil
 import pytest
-from opentelemetry.proto.collector.trace.v1 import (
-    trace_service_pb2,
-    trace_service_pb2_grpc,
-)
 
 from koverage.cli import _up
 from koverage.settings import Settings
@@ -210,28 +203,6 @@ def test_up_uses_a_configured_database_instead_of_the_embedded_one(run_dir):
             stored = conn.execute("SELECT count(*) FROM chat_messages").fetchone()[0]
         assert stored == 2  # the demo's question and answer
     assert not (run_dir / "postgres").exists()
-
-
-class _RecordingTraceService(trace_service_pb2_grpc.TraceServiceServicer):
-    """An OTLP collector stand-in that keeps every export it receives."""
-
-    def __init__(self) -> None:
-        self.requests: queue.Queue = queue.Queue()
-
-    def Export(self, request, context):
-        self.requests.put(request)
-        return trace_service_pb2.ExportTraceServiceResponse()
-
-
-@pytest.fixture
-def trace_sink():
-    service = _RecordingTraceService()
-    server = grpc.server(futures.ThreadPoolExecutor(max_workers=2))
-    trace_service_pb2_grpc.add_TraceServiceServicer_to_server(service, server)
-    port = server.add_insecure_port("127.0.0.1:0")
-    server.start()
-    yield f"127.0.0.1:{port}", service
-    server.stop(grace=None)
 
 
 @pytest.mark.integration

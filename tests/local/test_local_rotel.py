@@ -1,50 +1,21 @@
 """Rotel collector: forwards OTLP spans to a TraceService, then stops cleanly."""
 
-import queue
-from concurrent import futures
-
-import grpc
 import pytest
 from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import OTLPSpanExporter
-from opentelemetry.proto.collector.trace.v1 import (
-    trace_service_pb2,
-    trace_service_pb2_grpc,
-)
 from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 
 from koverage.local import RotelCollector
 from tests.engines import pid_alive, rotel_collector
+from tests.fixtures.otlp_sink import RecordingTraceService
 
 pytestmark = pytest.mark.integration
 
 _FORWARD_DEADLINE_S = 20.0
 
 
-class _RecordingTraceService(trace_service_pb2_grpc.TraceServiceServicer):
-    """A TraceService that keeps every request it receives."""
-
-    def __init__(self) -> None:
-        self.requests: queue.Queue = queue.Queue()
-
-    def Export(self, request, context):
-        self.requests.put(request)
-        return trace_service_pb2.ExportTraceServiceResponse()
-
-
-@pytest.fixture
-def trace_sink():
-    service = _RecordingTraceService()
-    server = grpc.server(futures.ThreadPoolExecutor(max_workers=2))
-    trace_service_pb2_grpc.add_TraceServiceServicer_to_server(service, server)
-    port = server.add_insecure_port("127.0.0.1:0")
-    server.start()
-    yield f"127.0.0.1:{port}", service
-    server.stop(grace=None)
-
-
-def _exported_spans(service: _RecordingTraceService) -> list[tuple]:
+def _exported_spans(service: RecordingTraceService) -> list[tuple]:
     request = service.requests.get(timeout=_FORWARD_DEADLINE_S)
     found = []
     for resource_spans in request.resource_spans:
