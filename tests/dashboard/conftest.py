@@ -2,9 +2,11 @@
 and headless Chromium to look at it.
 
 The mesh is the services `koverage up` runs (Tansu, ingest, Rotel, worker,
-router, chat) on a fresh database, configured as `koverage up` configures
-them: keys required everywhere, the collector authenticating to ingest with
-the mesh's key, a fixed `/metrics` port per service. Traffic goes through
+router, chat) on a fresh database, configured much as `koverage up`
+configures them: keys required everywhere, the collector authenticating to
+ingest (with the mesh's key, where `koverage up` gives it a relay key of its
+own; here every caller is the `default` tenant either way), a fixed
+`/metrics` port per service. Traffic goes through
 the chat service, so every span row of the `default` tenant travelled
 router -> collector -> ingest -> Kafka -> worker -> Postgres; it includes a
 failed call (a declared simulator failure) and a guardrail refusal. Two
@@ -13,9 +15,9 @@ ages (exported straight to ingest with acme's key, as an SDK would, since
 the mesh's traffic is all "now"), and one unredacted span sent to the
 collector, which ingest rejects, and a second router whose collector is
 unreachable, which counts its spans as dropped before export; so the
-dashboard's loss counters have real drops to show. Evaluation runs are written through the underwriter's
-own `RunStore` with a schema-conformant scorecard (a real evaluation run
-would take minutes).
+dashboard's loss counters have real drops to show. Evaluation runs are
+written through the underwriter's own `RunStore` with a schema-conformant
+scorecard (a real evaluation run would take minutes).
 """
 
 import asyncio
