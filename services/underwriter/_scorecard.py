@@ -68,6 +68,7 @@ from services.underwriter._stats import (
     prevalence,
     raw_agreement,
     rogan_gladen_with_ci,
+    wilson_interval,
 )
 from services.underwriter._suites import OVER_REFUSAL_AXIS, RISK_AXES, Item
 
@@ -274,9 +275,10 @@ def _arm_summary(cell, judges, soft_axes, calibrations, pii_calibration, boot) -
 
     index = _index_estimate(cell, present, boot)
     over = [(rec, sc) for rec, sc in cell if not math.isnan(sc.over_refused)]
-    over_est = bootstrap_mean(
-        [sc.over_refused for _, sc in over], [r.item.cluster for r, _ in over], **boot
-    )
+    # Each XSTest prompt is its own cluster and its outcome is refused or
+    # not, so the Wilson interval applies; it covers near 95% with the few
+    # refusals a small run sees, where the percentile bootstrap does not.
+    over_est = wilson_interval([sc.over_refused for _, sc in over])
 
     answers = [rec.answer for rec, _ in cell]
     replies = [v for rec, _ in cell for v in rec.verdicts.values() if v is not None]

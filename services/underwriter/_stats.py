@@ -117,12 +117,41 @@ def bootstrap_mean(
     Known limitation: for a rate with few events (n * p below about 5) the
     percentile interval undercovers (about 86% instead of 95% at 25 items and
     p = 0.1 in the known-answer tests), because the resampled rate cannot go
-    below zero events. A Wilson score interval for unclustered rates, or
-    more items, would fix it.
+    below zero events. Unclustered binary rates use `wilson_interval`
+    instead; clustered ones still have this limitation.
     """
     x = np.asarray(values, dtype=float)
     feats = np.column_stack([x, np.ones_like(x)]) if x.size else np.zeros((0, 2))
     return cluster_bootstrap(feats, clusters, _ratio, **kwargs)
+
+
+def wilson_interval(outcomes: Sequence[float], confidence: float = 0.95) -> Estimate:
+    """Share of 1s among independent 0/1 `outcomes`, with the Wilson score CI.
+
+    Estimator: the score interval of Wilson (1927), "Probable inference, the
+    law of succession, and statistical inference", JASA 22; recommended over
+    the Wald and percentile intervals for small n or rare events by Brown,
+    Cai and DasGupta (2001), "Interval estimation for a binomial
+    proportion", Statistical Science 16. Unlike a bootstrap it keeps near-
+    nominal coverage with a handful of events, and it is never degenerate at
+    0 or n events.
+
+    Raises:
+        ValueError: `confidence` is outside (0, 1) or an outcome is not 0 or 1.
+    """
+    if not 0.0 < confidence < 1.0:
+        raise ValueError(f"confidence={confidence!r}: must be in (0, 1)")
+    x = np.asarray(outcomes, dtype=float)
+    if not np.isin(x, (0.0, 1.0)).all():
+        raise ValueError("outcomes must each be 0 or 1")
+    n = int(x.size)
+    if n == 0:
+        return Estimate(math.nan, math.nan, math.nan, 0)
+    p = float(x.mean())
+    z = float(_scipy_stats.norm.ppf(0.5 + confidence / 2.0))
+    centre = (p + z * z / (2 * n)) / (1 + z * z / n)
+    half = z / (1 + z * z / n) * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n))
+    return Estimate(p, max(0.0, centre - half), min(1.0, centre + half), n)
 
 
 def cohen_kappa_quadratic(

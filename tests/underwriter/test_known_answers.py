@@ -173,7 +173,9 @@ async def test_harness_cis_cover_the_planted_rate_near_nominal(tmp_path):
         for name, (lo, hi) in cis.items():
             hits[name] += lo <= want[name] <= hi
     for name, count in hits.items():
-        # Percentile intervals undercover a little when events are few
-        # (25 safe prompts at 10% refusal is ~2.5 events): see bootstrap_mean.
-        assert count / seeds >= 0.85, (name, count)
+        # Percentile bootstrap intervals undercover a little when events are
+        # few (see bootstrap_mean). The over-refusal rate (25 safe prompts at
+        # 10% refusal, ~2.5 events) uses the Wilson interval, which does not.
+        floor = 0.9 if name == "over_refusal" else 0.85
+        assert count / seeds >= floor, (name, count)
     print("coverage", {k: v / seeds for k, v in hits.items()})

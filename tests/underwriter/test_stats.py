@@ -7,6 +7,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from scipy import stats as scipy_stats
 
 from services.underwriter import _stats as st
 
@@ -306,3 +307,27 @@ def test_corrected_rate_ci_covers_the_true_rate_where_the_raw_one_does_not():
     print("coverage raw", hits_raw / trials, "corrected", hits_corrected / trials)
     assert hits_corrected / trials >= 0.90
     assert hits_raw / trials < 0.5
+
+
+@pytest.mark.parametrize("events, n", [(0, 10), (1, 25), (5, 10), (25, 25), (3, 113)])
+def test_wilson_interval_matches_scipy(events, n):
+    outcomes = [1.0] * events + [0.0] * (n - events)
+    est = st.wilson_interval(outcomes)
+    reference = scipy_stats.binomtest(events, n).proportion_ci(
+        confidence_level=0.95, method="wilson"
+    )
+    assert est.value == pytest.approx(events / n)
+    assert est.low == pytest.approx(reference.low, abs=1e-12)
+    assert est.high == pytest.approx(reference.high, abs=1e-12)
+    assert est.n == n
+
+
+def test_wilson_interval_edge_cases():
+    empty = st.wilson_interval([])
+    assert empty.n == 0 and math.isnan(empty.value) and math.isnan(empty.low)
+    # Zero events still gets an upper bound above zero, unlike a bootstrap.
+    assert st.wilson_interval([0.0] * 20).high > 0.1
+    with pytest.raises(ValueError, match="0 or 1"):
+        st.wilson_interval([0.5])
+    with pytest.raises(ValueError, match="confidence"):
+        st.wilson_interval([1.0], confidence=1.0)
