@@ -11,6 +11,7 @@ from typing import Self
 import grpc
 import psycopg
 import pytest
+from confluent_kafka import Consumer, TopicPartition
 from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import OTLPSpanExporter
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExportResult
@@ -24,7 +25,9 @@ from koverage.local import (
     free_port,
     start_service,
 )
+from koverage.settings import Settings
 from services.ingest._servicer import SPANS_ACCEPTED
+from services.worker import build_consumer
 from tests.beacon_e2e.conftest import otlp_stub, running_pipeline
 from tests.ingest.otlp import export_request, llm_attributes, make_span
 
@@ -84,31 +87,146 @@ def _assert_exactly_once(database_url: str, accepted: set[bytes]) -> None:
 
 
 @pytest.mark.slow
-async def test_worker_killed_mid_batch_loses_and_duplicates_nothing(
+async def test_worker_killed_between_database_and_offset_commit_is_redelivered_once(
     kafka_bootstrap, database_url
 ):
+    """SIGKILL lands after a batch's rows are stored, before its offsets are.
+
+    The worker (`python -m services.worker`) is frozen with SIGSTOP whenever
+    new rows appear, and killed only once the group's committed offsets are
+    seen to be behind the stored rows; otherwise it is resumed and caught
+    again. The restart runs the same consumer in this process so that its
+    counters can be read: it must be handed every record from the committed
+    offsets on, and store only those not stored before.
+    """
     async with running_pipeline(
         kafka_bootstrap, database_url, worker=False
     ) as pipeline:
         accepted = await _send(pipeline.ingest_address, 40)  # 20,000 spans in Kafka
+        settings = pipeline.settings
         address = f"127.0.0.1:{free_port()}"
         env = {
             **pipeline.env(),
             "KOVERAGE_WORKER_ADDRESS": address,
-            "KOVERAGE_WORKER_BATCH_SIZE": "500",
+            "KOVERAGE_WORKER_BATCH_SIZE": str(_BATCH),
         }
         with Supervisor(tempfile.mkdtemp(prefix="koverage-kill-")) as supervisor:
             worker = start_service(supervisor, "worker", address, env=env)
-            at_kill = await _wait_count(database_url, 500)
+            caught = await asyncio.to_thread(
+                _freeze_between_commits, worker.pid, settings, len(accepted)
+            )
             os.kill(worker.pid, signal.SIGKILL)
             worker.wait(10)
             supervisor.stop_process("worker")
-            assert 0 < at_kill < len(accepted), "the kill must land mid-stream"
+        assert caught, "never froze the worker between its two commits"
 
-            start_service(supervisor, "worker", address, env=env)
-            assert await _wait_count(database_url, len(accepted), 90) == len(accepted)
-            await asyncio.sleep(1.0)  # anything redelivered has had time to land
+        # Final figures, read once the dead worker's sessions are gone.
+        await _until(lambda: not _other_sessions(database_url), "backends to end")
+        stored_at_kill = _count(database_url)
+        committed_at_kill = await asyncio.to_thread(_committed_total, settings)
+        assert 0 < committed_at_kill < stored_at_kill < len(accepted)  # (a)
+
+        consumer = build_consumer(settings, batch_size=_BATCH)
+        thread = threading.Thread(target=consumer.run, daemon=True)
+        thread.start()
+        try:
+            await _until(
+                lambda: consumer.stats.records >= len(accepted) - committed_at_kill,
+                "the restarted worker to read the rest of the topic",
+            )
+            await asyncio.sleep(1.0)  # anything delivered twice has had time to land
+        finally:
+            consumer.stop()
+            await asyncio.to_thread(thread.join, 30)
+        assert not thread.is_alive()
+
+    # The restart read from the committed offsets, so the stored but
+    # uncommitted records came again; the idempotent merge skipped exactly
+    # those (a plain COPY stores all of a batch or nothing, so fewer spans
+    # inserted than records read means the ON CONFLICT path ran).
+    redelivered = stored_at_kill - committed_at_kill
+    assert consumer.stats.records == len(accepted) - committed_at_kill
+    assert consumer.stats.spans_inserted == len(accepted) - stored_at_kill
+    assert consumer.stats.records - consumer.stats.spans_inserted == redelivered
     _assert_exactly_once(database_url, accepted)
+    # One span in ten is an LLM call (`_send`), each with one llm_calls row.
+    assert _llm_call_keys(database_url) == (len(accepted) // 10,) * 2
+
+
+def _freeze_between_commits(pid: int, settings: Settings, total: int) -> bool:
+    """Freezes `pid` (SIGSTOP) while its stored rows run ahead of its offsets.
+
+    Each time the span count grows, the worker has just committed a batch to
+    Postgres and, a moment later, commits its offsets to Kafka; it is frozen
+    at once and the two are compared, and resumed (SIGCONT) to try the next
+    batch if the offsets had caught up. Bounded by the stream: once every
+    span is stored there is no window left to catch.
+
+    Returns:
+        Whether the worker was frozen with 0 < committed offsets < stored
+        rows; it is then left stopped, for the caller to kill.
+    """
+    deadline = time.monotonic() + 180.0
+    last = 0
+    with connect(settings.database_url) as conn:
+        conn.autocommit = True
+        while time.monotonic() < deadline:
+            stored = conn.execute("SELECT count(*) FROM spans").fetchone()[0]
+            if stored >= total:
+                return False
+            if stored == last:
+                time.sleep(0.001)
+                continue
+            last = stored
+            os.kill(pid, signal.SIGSTOP)
+            # Let an offset commit already on the wire land before reading.
+            time.sleep(0.2)
+            stored = conn.execute("SELECT count(*) FROM spans").fetchone()[0]
+            # Past the first batch, so a committed offset is there to read.
+            if 0 < _committed_total(settings) < stored:
+                return True
+            os.kill(pid, signal.SIGCONT)
+    return False
+
+
+def _committed_total(settings: Settings) -> int:
+    """The group's committed offsets summed over the spans topic's partitions.
+
+    Offsets of the test's fresh topic start at 0, one record per span, so
+    the sum is the number of records the group will not be sent again.
+    """
+    reader = Consumer(
+        {
+            "bootstrap.servers": settings.kafka_bootstrap,
+            "group.id": settings.worker_group_id,
+            "enable.auto.commit": False,
+        }
+    )
+    try:
+        partitions = [
+            TopicPartition(settings.kafka_spans_topic, p)
+            for p in range(settings.kafka_spans_partitions)
+        ]
+        committed = reader.committed(partitions, timeout=10)
+    finally:
+        reader.close()
+    return sum(max(tp.offset, 0) for tp in committed)
+
+
+def _other_sessions(database_url: str) -> int:
+    with connect(database_url) as conn:
+        return conn.execute(
+            "SELECT count(*) FROM pg_stat_activity"
+            " WHERE datname = current_database() AND pid <> pg_backend_pid()"
+        ).fetchone()[0]
+
+
+def _llm_call_keys(database_url: str) -> tuple[int, int]:
+    """Rows of `llm_calls`, and distinct (trace id, span id) among them."""
+    with connect(database_url) as conn:
+        return conn.execute(
+            "SELECT count(*), count(DISTINCT (trace_id, span_id)) FROM llm_calls"
+        ).fetchone()
 
 
 @pytest.mark.slow
