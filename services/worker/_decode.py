@@ -9,19 +9,26 @@ text, encoded once here so the writer passes it through untouched. A
 record that is not a one-span envelope raises `UndecodableRecord` and goes to
 the dead-letter topic.
 
-This runs once per span on the worker's hot path, so it reads each protobuf
-field once, handles the common attribute kinds inline and caches what every
-span of one export shares (the resource).
+This runs once per span on the worker's hot path, on the one thread that
+holds the GIL most of the time, so it reads each protobuf field once,
+handles the common attribute kinds inline and caches what every span of one
+export shares (the resource and the scope). A record laid out as the ingest
+service writes it is split by hand (a few length prefixes) and only its span
+is parsed by protobuf; any other layout takes the general path, which gives
+the same rows and the same errors.
 """
 
 import datetime
 import decimal
+import functools
 import json
 import math
 from typing import NamedTuple
 
 import orjson
 from google.protobuf.message import DecodeError
+from opentelemetry.proto.common.v1 import common_pb2
+from opentelemetry.proto.resource.v1 import resource_pb2
 from opentelemetry.proto.trace.v1 import trace_pb2
 
 from services.ingest import TENANT_ATTRIBUTE
@@ -60,11 +67,21 @@ LLM_CALL_TYPES = (
 
 _RESOURCE_CACHE_SIZE = 1024
 _RESOURCE_CACHE: dict[bytes, tuple[str, str, bytes]] = {}
+_SCOPE_CACHE_SIZE = 1024
+_VALID_SCOPES: set[bytes] = set()
 _EPOCH = datetime.datetime(1970, 1, 1, tzinfo=datetime.UTC)
+_timedelta = datetime.timedelta  # called positionally: (days, seconds, us)
 _STATUS_ERROR = 2
 _JSONB_VERSION = b"\x01"
 _EMPTY_JSONB = b"\x01{}"
 _parse_envelope = trace_pb2.ResourceSpans.FromString
+_parse_span = trace_pb2.Span.FromString
+_parse_resource = resource_pb2.Resource.FromString
+_parse_scope = common_pb2.InstrumentationScope.FromString
+# Tags of the length-delimited fields the ingest service writes: field 1
+# (`resource`, `scope`) and field 2 (`scope_spans`, `spans`), wire type 2.
+_TAG_FIELD_1 = 0x0A
+_TAG_FIELD_2 = 0x12
 
 
 class UndecodableRecord(ValueError):
@@ -78,6 +95,10 @@ class DecodedSpan(NamedTuple):
     llm_call: tuple | None
 
 
+# DecodedSpan((span, llm_call)) without the Python-level `__new__`.
+_decoded = functools.partial(tuple.__new__, DecodedSpan)
+
+
 def decode_record(value: bytes | None) -> DecodedSpan:
     """Decodes one spans-topic record value.
 
@@ -87,38 +108,37 @@ def decode_record(value: bytes | None) -> DecodedSpan:
     """
     if not value:
         raise UndecodableRecord("empty record value")
-    try:
-        envelope = _parse_envelope(value)
-    except DecodeError as exc:
-        raise UndecodableRecord(f"not an OTLP ResourceSpans: {exc}") from None
-    span = _only_span(envelope)
+    split = _split_envelope(value)
+    if split is None:
+        span, (tenant, service_name, resource_json) = _parse_whole(value)
+    else:
+        span, (tenant, service_name, resource_json) = split
     trace_id = span.trace_id
     span_id = span.span_id
     if len(trace_id) != 16 or len(span_id) != 8:
         raise UndecodableRecord("span ids have the wrong length")
 
-    tenant, service_name, resource_json = _resource(envelope.resource)
     start_ns = span.start_time_unix_nano
     if start_ns == 0:
         raise UndecodableRecord("span has no start time")
 
     attributes = _attributes(span.attributes)
-    end_ns = span.end_time_unix_nano
-    end_ns = max(end_ns, start_ns)
-    start = _EPOCH + datetime.timedelta(microseconds=start_ns // 1000)
+    end_ns = max(span.end_time_unix_nano, start_ns)
+    start = _EPOCH + _timedelta(0, 0, start_ns // 1000)
     duration_ms = (end_ns - start_ns) / 1e6
     status = span.status
     status_code = status.code
+    name = span.name
     row = (
         trace_id,
         span_id,
         span.parent_span_id or None,
         tenant,
         service_name,
-        _clean(span.name),
+        name.replace("\x00", "") if "\x00" in name else name,
         span.kind,
         start,
-        _EPOCH + datetime.timedelta(microseconds=end_ns // 1000),
+        _EPOCH + _timedelta(0, 0, end_ns // 1000),
         duration_ms,
         status_code,
         _clean(status.message),
@@ -126,11 +146,87 @@ def decode_record(value: bytes | None) -> DecodedSpan:
         resource_json,
     )
     if "gen_ai.operation.name" not in attributes:
-        return DecodedSpan(row, None)
+        return _decoded((row, None))
     llm_call = _llm_call_row(
         trace_id, span_id, status_code, attributes, tenant, start, duration_ms
     )
-    return DecodedSpan(row, llm_call)
+    return _decoded((row, llm_call))
+
+
+def _parse_whole(value: bytes) -> tuple[trace_pb2.Span, tuple[str, str, bytes]]:
+    """The span and decoded resource of any record, by a full protobuf parse."""
+    try:
+        envelope = _parse_envelope(value)
+    except DecodeError as exc:
+        raise UndecodableRecord(f"not an OTLP ResourceSpans: {exc}") from None
+    span = _only_span(envelope)
+    resource = envelope.resource
+    return span, _resource(resource.SerializeToString(deterministic=True), resource)
+
+
+def _split_envelope(
+    value: bytes,
+) -> tuple[trace_pb2.Span, tuple[str, str, bytes]] | None:
+    """The span and decoded resource of a record in the ingest's layout.
+
+    The ingest service writes `resource`, then one `scope_spans` holding
+    `scope` then one span, with no schema URLs unless the sender set them
+    (see `services.ingest._envelope`). Such a record is split by its length
+    prefixes, so protobuf parses only the span, and the resource and scope
+    are parsed once per distinct encoding. Returns None for any other
+    layout, or for bytes protobuf refuses, so that `_parse_whole` decides
+    (with the same error a full parse gives).
+    """
+    try:
+        if value[0] != _TAG_FIELD_1:
+            return None
+        size, at = _varint(value, 1)
+        resource_bytes = value[at : at + size]
+        at += size
+        if value[at] != _TAG_FIELD_2:
+            return None
+        size, at = _varint(value, at + 1)
+        if at + size != len(value):
+            return None
+        if value[at] == _TAG_FIELD_1:
+            size, at = _varint(value, at + 1)
+            scope_bytes = value[at : at + size]
+            at += size
+        else:
+            scope_bytes = b""
+        if value[at] != _TAG_FIELD_2:
+            return None
+        size, at = _varint(value, at + 1)
+        if at + size != len(value):
+            return None
+        span = _parse_span(value[at:])
+        if scope_bytes not in _VALID_SCOPES:
+            _parse_scope(scope_bytes)
+            if len(_VALID_SCOPES) >= _SCOPE_CACHE_SIZE:
+                _VALID_SCOPES.clear()
+            _VALID_SCOPES.add(scope_bytes)
+        resource = _RESOURCE_CACHE.get(resource_bytes)
+        if resource is None:
+            resource = _resource(resource_bytes, _parse_resource(resource_bytes))
+    except (IndexError, DecodeError):
+        return None
+    return span, resource
+
+
+def _varint(data: bytes, at: int) -> tuple[int, int]:
+    """(value, index after it) of the base-128 varint at `data[at]`."""
+    byte = data[at]
+    if byte < 0x80:
+        return byte, at + 1
+    value = byte & 0x7F
+    shift = 7
+    while True:
+        at += 1
+        byte = data[at]
+        value |= (byte & 0x7F) << shift
+        if byte < 0x80:
+            return value, at + 1
+        shift += 7
 
 
 def _only_span(envelope: trace_pb2.ResourceSpans) -> trace_pb2.Span:
@@ -187,14 +283,13 @@ def _llm_call_row(
     )
 
 
-def _resource(resource) -> tuple[str, str, bytes]:
+def _resource(key: bytes, resource) -> tuple[str, str, bytes]:
     """(tenant, service name, attributes as jsonb) of a resource, cached.
 
     Every span of one export shares its resource, so a batch of records
-    usually repeats a handful of resources; decoding each once saves a
-    third of the decode time.
+    usually repeats a handful of resources; each is decoded once. `key` is
+    an encoding of `resource` (as received, or re-serialized).
     """
-    key = resource.SerializeToString(deterministic=True)
     cached = _RESOURCE_CACHE.get(key)
     if cached is not None:
         return cached
@@ -225,12 +320,13 @@ def _attributes(key_values) -> dict:
         if "\x00" in key:
             key = key.replace("\x00", "")
         value = kv.value
-        kind = value.WhichOneof("value")
-        if kind == "string_value":
-            text = value.string_value
+        # A non-empty string_value means the string kind is set (the other
+        # kinds read as ""), which saves a WhichOneof on the common case.
+        text = value.string_value
+        if text:
             attributes[key] = text.replace("\x00", "") if "\x00" in text else text
         else:
-            attributes[key] = _plain(value, kind)
+            attributes[key] = _plain(value, value.WhichOneof("value"))
     return attributes
 
 
