@@ -21,9 +21,19 @@ from services.underwriter.report import (
 )
 
 try:
-    from .scorecard_fixtures import SIX_MODELS, build_scorecard, with_model_renamed
+    from .scorecard_fixtures import (
+        PII_CALIBRATION,
+        SIX_MODELS,
+        build_scorecard,
+        with_model_renamed,
+    )
 except ImportError:  # collected without a package (rootdir-relative import)
-    from scorecard_fixtures import SIX_MODELS, build_scorecard, with_model_renamed
+    from scorecard_fixtures import (
+        PII_CALIBRATION,
+        SIX_MODELS,
+        build_scorecard,
+        with_model_renamed,
+    )
 
 _POPPLER = all(shutil.which(t) for t in ("pdfinfo", "pdftoppm", "pdftotext"))
 DEFAULT_TWO = ("sim/careful", "sim/leaky-secrets")
@@ -87,6 +97,76 @@ def test_six_models_three_temperatures_still_fit_one_page(six_by_three, tmp_path
     assert "+12moreentries" in _squeezed(text)
     assert "6×4×2×3" in _squeezed(text)
     assert "144 cells" in text
+    # The PII leak column and its note fit too, with every shown row's rates.
+    assert "raw→corrected[95%ci]" in _squeezed(text)
+    assert "piileak:shareofpii-extractionanswers" in _squeezed(text)
+    for rank in range(1, 7):
+        for expected in _pii_texts(_entry_for(six_by_three, view["rows"][rank - 1])):
+            assert expected in _squeezed(text), (rank, expected)
+
+
+@needs_poppler
+def test_pii_leak_shows_raw_and_corrected_rate_beside_each_other(one_model, tmp_path):
+    pdf = _write(tmp_path, render_report(one_model))
+
+    assert _pages(pdf) == 1
+    text = _squeezed(_text(pdf))
+    (entry,) = one_model["entries"]
+    expected = _pii_texts(entry)
+    assert len(expected) == 4  # raw→corrected and CI, guardrail off and on
+    for needle in expected:
+        assert needle in text, needle
+    assert "sens0.95/spec0.96onpii_presidio/synth_dataset_v2.json" in text
+    assert "246withpii,1,254without" in text
+
+
+@needs_poppler
+def test_scorecard_without_pii_leak_renders_without_the_column(tmp_path):
+    scorecard = build_scorecard(models=["sim/careful"], pii_leak=False)
+
+    pdf = _write(tmp_path, render_report(scorecard))
+
+    assert _pages(pdf) == 1
+    assert "piileak" not in _squeezed(_text(pdf))
+    twin = json.loads(render_report_json(scorecard))
+    assert twin["pii_leak"] is None
+    assert twin["pdf"]["pii_leak_note"] is None
+    arm = twin["rows"][0]["arms"]["off"]
+    assert "pii_leak" not in arm["axes"]["sensitive_data"]
+
+
+@needs_poppler
+def test_uncalibrated_pii_leak_shows_the_raw_rate_only(one_model, tmp_path):
+    scorecard = json.loads(json.dumps(one_model))
+    for arm in scorecard["entries"][0]["arms"].values():
+        pii = arm["axes"]["sensitive_data"]["pii_leak"]
+        pii.update(calibration=None, corrected_rate=None, corrected_ci=[None, None])
+
+    pdf = _write(tmp_path, render_report(scorecard))
+
+    text = _squeezed(_text(pdf))
+    off = scorecard["entries"][0]["arms"]["off"]["axes"]["sensitive_data"]
+    assert f"{100 * off['pii_leak']['rate']:.0f}%→n/a" in text
+    assert "nolabelledcalibrationofthedetector:rawonly" in text
+    assert "sens0." not in text
+
+
+def test_json_twin_carries_the_pii_leak_figures_the_pdf_shows(one_model):
+    twin = json.loads(render_report_json(one_model))
+    page_html = render_report_html(one_model)
+
+    (entry,) = one_model["entries"]
+    for name, arm in entry["arms"].items():
+        source = arm["axes"]["sensitive_data"]["pii_leak"]
+        shown = twin["rows"][0]["arms"][name]["axes"]["sensitive_data"]["pii_leak"]
+        for key in ("rate", "ci", "n", "corrected_rate", "corrected_ci"):
+            assert shown[key] == source[key], (name, key)
+        assert shown["calibration"] == PII_CALIBRATION
+    assert twin["pii_leak"]["calibration"] == PII_CALIBRATION
+    assert twin["pii_leak"]["arms"] == twin["pii_leak"]["corrected_arms"] == 2
+    note = twin["pdf"]["pii_leak_note"]
+    assert "sens 0.95 / spec 0.96" in note
+    assert html.escape(note) in page_html
 
 
 @needs_poppler
@@ -262,6 +342,25 @@ def test_malformed_scorecard_is_rejected_with_the_field(one_model, change, field
 def test_non_dict_scorecard_is_rejected():
     with pytest.raises(ScorecardError):
         render_report_html(["not", "a", "scorecard"])
+
+
+def _entry_for(scorecard: dict, row: dict) -> dict:
+    return next(
+        e
+        for e in scorecard["entries"]
+        if e["model"] == row["model"] and e["temperature"] == row["temperature"]
+    )
+
+
+def _pii_texts(entry: dict) -> list[str]:
+    """An entry's PII leak figures as the PDF writes them: whole percent."""
+    texts = []
+    for arm in ("off", "on"):
+        pii = entry["arms"][arm]["axes"]["sensitive_data"]["pii_leak"]
+        low, high = pii["corrected_ci"]
+        texts.append(f"{100 * pii['rate']:.0f}→{100 * pii['corrected_rate']:.0f}%")
+        texts.append(f"[{100 * low:.0f}–{100 * high:.0f}]")
+    return texts
 
 
 def _write(tmp_path: Path, pdf: bytes) -> Path:

@@ -28,6 +28,9 @@ from services.underwriter.report._view import (
 # Width of one chart on the page; the CSS panel is 95.5 mm wide with padding.
 _CHART_W_MM = 91.5
 _CHART_H_MM = {"roomy": 70.0, "compact": 67.0, "dense": 64.0, "tightest": 54.0}
+# Charts give up this much height when the table carries the PII leak column:
+# its cells take a line per guardrail arm, and its note takes two lines.
+_PII_CHART_TRIM_MM = 4.5
 _MM_PER_IN = 25.4
 _TIER_CLASSES = ("tier-best", "tier-good", "tier-weak", "tier-worst")
 
@@ -82,9 +85,10 @@ def render_report_json(scorecard: dict) -> str:
     """Render the report's content as JSON: the twin of the PDF.
 
     It carries what the PDF shows (run, manifest, SIMULATED flags, KPI values,
-    every ranked entry with its tier flags, guardrail A/B, agreement and soft
-    axes, recommendation, threats to validity) without truncation, plus which
-    rows and threats the PDF prints at its starting density.
+    every ranked entry with its tier flags and PII leak rates, guardrail A/B,
+    agreement and soft axes, recommendation, threats to validity) without
+    truncation, plus which rows and threats the PDF prints at its starting
+    density and the PII leak note printed under the table.
     """
     view = build_view(scorecard)
     density = DENSITIES[density_for(view)]
@@ -97,6 +101,7 @@ def render_report_json(scorecard: dict) -> str:
         "rows_more": page["rows_more"],
         "threats_shown": len(page["threats"]["shown"]),
         "recommendation_shown": page["recommendation"],
+        "pii_leak_note": page["pii_leak_note"],
         "panels": [
             {
                 "title": p["title"],
@@ -153,10 +158,12 @@ def _page(view: dict, density: Density, *, charts: bool) -> dict:
         ),
         "best_tier_class": _tier_class(best["tier"] if best else "", view["tiers"]),
         "rows": [_table_row(r) for r in shown_rows],
+        "pii_leak_column": view["pii_leak"] is not None,
+        "pii_leak_note": _pii_leak_note(view["pii_leak"]),
         "rows_more": len(rows) - len(shown_rows),
         "panels": _panels(view, density, charts),
         "chart_w_mm": _CHART_W_MM,
-        "chart_h_mm": _CHART_H_MM[density.name],
+        "chart_h_mm": _chart_h_mm(view, density),
         "recommendation": shorten(
             view["recommendation"], density.max_recommendation_chars
         ),
@@ -170,7 +177,7 @@ def _page(view: dict, density: Density, *, charts: bool) -> dict:
 
 def _panels(view: dict, density: Density, charts: bool) -> list[dict]:
     rows = view["rows"]
-    size_in = (_CHART_W_MM / _MM_PER_IN, _CHART_H_MM[density.name] / _MM_PER_IN)
+    size_in = (_CHART_W_MM / _MM_PER_IN, _chart_h_mm(view, density) / _MM_PER_IN)
     arm = "off" if rows and all("off" in r["arms"] for r in rows) else "on"
     axes = [
         a
@@ -261,7 +268,68 @@ def _table_row(row: dict) -> dict:
         "latency_text": " / ".join(latencies) or "—",
         "over_refusal_text": " / ".join(refusals) or "—",
         "errors_text": f"{errors}/{calls:,}",
+        "pii_leak_cells": [
+            _pii_leak_cell(name, arms[name]) for name in ("off", "on") if name in arms
+        ],
     }
+
+
+def _pii_leak_cell(arm_name: str, arm: dict) -> dict:
+    """One arm's PII leak line: raw→corrected in whole percent, and the CI.
+
+    Known limitation: whole percents hide a correction of under half a point
+    (raw 4.2% and corrected 3.9% both read 4%), and the CI shown is the
+    corrected rate's only. The JSON twin carries both rates and both CIs
+    unrounded; a wider column would fit them at the cost of a row.
+    """
+    pii = arm["axes"].get("sensitive_data", {}).get("pii_leak")
+    cell = {"arm": arm_name, "rates": "—", "ci": ""}
+    if not pii or pii["rate"] is None:
+        return cell
+    raw = f"{100 * pii['rate']:.0f}"
+    if pii["corrected_rate"] is None:
+        return {**cell, "rates": f"{raw}%→n/a"}
+    if pii["corrected_ci"] is not None:
+        low, high = pii["corrected_ci"]
+        cell["ci"] = f"{100 * low:.0f}–{100 * high:.0f}"
+    return {**cell, "rates": f"{raw}→{100 * pii['corrected_rate']:.0f}%"}
+
+
+def _chart_h_mm(view: dict, density: Density) -> float:
+    trim_mm = _PII_CHART_TRIM_MM if view["pii_leak"] is not None else 0.0
+    return _CHART_H_MM[density.name] - trim_mm
+
+
+def _pii_leak_note(summary: dict | None) -> str | None:
+    """The line under the table saying what the PII leak column rests on."""
+    if summary is None:
+        return None
+    decision = summary["decision"] or "the PII detector flags it"
+    head = (
+        f"PII leak: share of PII-extraction answers where {decision}; "
+        "raw→corrected [95% CI]"
+    )
+    calibration = summary["calibration"]
+    if calibration is None or summary["corrected_arms"] == 0:
+        return f"{head}. No labelled calibration of the detector: raw only."
+    if not summary["calibrations_agree"]:
+        return (
+            f"{head}, {summary['estimator']}; the detector calibrations differ "
+            "between entries (see the JSON twin)."
+        )
+    # The source's leading path names the corpus; the rest repeats the decision.
+    source = calibration["source"].split(" ", 1)[0] or "labelled data"
+    counts = ""
+    if calibration["n_positive"] is not None and calibration["n_negative"] is not None:
+        counts = (
+            f" ({calibration['n_positive']:,} with PII, "
+            f"{calibration['n_negative']:,} without)"
+        )
+    return (
+        f"{head}, {summary['estimator']}; detector sens "
+        f"{_fmt_num(calibration['sensitivity'], 2)} / spec "
+        f"{_fmt_num(calibration['specificity'], 2)} on {source}{counts}."
+    )
 
 
 def _tier_class(tier: str, tiers: list[dict]) -> str:

@@ -81,7 +81,9 @@ def build_view(scorecard: dict) -> dict:
 
     Returns:
         The view: run facts, manifest, KPIs, ranked rows (all entries, best
-        index first), axis agreement, recommendation and threats.
+        index first, each arm's PII leak rate raw and corrected where the
+        scorecard has one), what those PII rates rest on (`pii_leak`, None
+        when no arm measured one), axis agreement, recommendation and threats.
 
     Raises:
         ScorecardError: The scorecard is not a dict, lacks a required key or
@@ -112,6 +114,7 @@ def build_view(scorecard: dict) -> dict:
         "rows": rows,
         "agreement": agreement,
         "soft_axes": [a["axis"] for a in agreement if a["soft"]],
+        "pii_leak": _pii_summary(rows),
         "judge_parse_failure_rate": {
             str(k): float(v)
             for k, v in (scorecard.get("judge_parse_failure_rate") or {}).items()
@@ -265,6 +268,8 @@ def _arm(arm: dict) -> dict:
             "corrected_risk": _num(values.get("corrected_risk")),
             "soft": bool(values.get("soft")),
         }
+        if isinstance(values.get("pii_leak"), dict):
+            axes[str(axis)]["pii_leak"] = _pii_leak(values["pii_leak"])
     risks = [a["risk"] for a in axes.values() if a["risk"] is not None]
     over = arm.get("over_refusal") or {}
     cost_text = str(arm.get("cost_usd", ""))
@@ -285,6 +290,57 @@ def _arm(arm: dict) -> dict:
         "latency_p50_ms": _num(arm.get("latency_p50_ms")),
         "calls": arm.get("calls"),
         "errors": arm.get("errors"),
+    }
+
+
+def _pii_leak(block: dict) -> dict:
+    """The sensitive-data axis's raw and Rogan-Gladen corrected PII leak rate."""
+    calibration = block.get("calibration")
+    return {
+        "rate": _num(block.get("rate")),
+        "ci": _pair(block.get("ci")),
+        "n": block.get("n"),
+        "corrected_rate": _num(block.get("corrected_rate")),
+        "corrected_ci": _pair(block.get("corrected_ci")),
+        "decision": str(block.get("decision") or ""),
+        "estimator": str(block.get("estimator") or ""),
+        "calibration": (
+            {
+                "sensitivity": _num(calibration.get("sensitivity")),
+                "specificity": _num(calibration.get("specificity")),
+                "n_positive": calibration.get("n_positive"),
+                "n_negative": calibration.get("n_negative"),
+                "source": str(calibration.get("source") or ""),
+            }
+            if isinstance(calibration, dict)
+            else None
+        ),
+    }
+
+
+def _pii_summary(rows: list[dict]) -> dict | None:
+    """What the PII leak rates rest on, or None when no arm measured one.
+
+    An arm counts when its sensitive-data axis has a `pii_leak` block with a
+    raw rate (an arm without PII-extraction items has none).
+    """
+    blocks = [
+        pii
+        for row in rows
+        for arm in row["arms"].values()
+        if (pii := arm["axes"].get("sensitive_data", {}).get("pii_leak"))
+        and pii["rate"] is not None
+    ]
+    if not blocks:
+        return None
+    calibrations = [b["calibration"] for b in blocks if b["calibration"]]
+    return {
+        "arms": len(blocks),
+        "corrected_arms": sum(b["corrected_rate"] is not None for b in blocks),
+        "decision": blocks[0]["decision"],
+        "estimator": blocks[0]["estimator"],
+        "calibration": calibrations[0] if calibrations else None,
+        "calibrations_agree": all(c == calibrations[0] for c in calibrations),
     }
 
 
