@@ -3,6 +3,7 @@
 import base64
 import html
 import json
+import logging
 import re
 import shutil
 import statistics
@@ -149,6 +150,20 @@ def test_uncalibrated_pii_leak_shows_the_raw_rate_only(one_model, tmp_path):
     assert f"{100 * off['pii_leak']['rate']:.0f}%→n/a" in text
     assert "nolabelledcalibrationofthedetector:rawonly" in text
     assert "sens0." not in text
+
+
+@needs_poppler
+@pytest.mark.parametrize("models", [DEFAULT_TWO, SIX_MODELS[:4]])
+def test_pii_leak_column_starts_at_a_layout_that_fits(models, tmp_path, caplog):
+    scorecard = build_scorecard(models=models)
+    caplog.set_level(logging.INFO, logger="services.underwriter.report._render")
+
+    pdf = _write(tmp_path, render_report(scorecard))
+
+    assert _pages(pdf) == 1
+    assert not [r for r in caplog.records if "overflowed" in r.getMessage()]
+    layout = json.loads(render_report_json(scorecard))["pdf"]["density"]["name"]
+    assert f"layout{layout}" in _squeezed(_text(pdf))
 
 
 def test_json_twin_carries_the_pii_leak_figures_the_pdf_shows(one_model):

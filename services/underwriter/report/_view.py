@@ -66,6 +66,11 @@ def density_for(view: dict) -> int:
     text = len(view["recommendation"]) + sum(
         len(t) for t in view["threats_to_validity"]
     )
+    if view["pii_leak"] is not None:
+        # The PII leak column takes a line per guardrail arm in each row, and
+        # its note two lines under the table.
+        arms = max((len(r["arms"]) for r in view["rows"]), default=1)
+        entries = entries * max(1, arms) + 2
     if entries <= 4 and text <= 900:
         return 0
     if entries <= 8 and text <= 1400:
