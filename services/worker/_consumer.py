@@ -23,9 +23,19 @@ A batch Postgres refuses for its content (not connectivity) is written one
 record at a time, and each refused record goes to the dead-letter topic with
 Postgres's message, so one poison record cannot stall a partition.
 
+The two threads share one GIL. With CPython's default switch interval
+(5 ms) the writer, which needs the GIL only briefly between socket waits
+(each row it formats, each statement's reply), waits up to 5 ms for the
+decoding thread each time; measured here that doubled a batch's write time,
+and the write, not the decode, set the worker's rate. So `run()` lowers the
+process's switch interval to `_GIL_SWITCH_INTERVAL_S` while it runs.
+
 Known limitation: one process decodes on one core (the GIL), so a worker's
 rate is bounded by its decode rate (see BENCHMARKS.md); more partitions and
-more workers in the group scale it out. A write that hangs (not fails) keeps
+more workers in the group scale it out. The switch interval is a
+process-wide setting: anything else running Python in the worker's process
+(the TelemetryService server) switches threads as often, which costs it a
+little CPU and gains it latency. A write that hangs (not fails) keeps
 the consumer thread waiting without polling; past `max.poll.interval.ms` the
 group drops the worker and its uncommitted batches go to another member,
 where the idempotent write absorbs the repeat.
@@ -34,6 +44,7 @@ where the idempotent write absorbs the repeat.
 import concurrent.futures
 import dataclasses
 import logging
+import sys
 import threading
 import time
 
@@ -60,6 +71,8 @@ _POLL_TIMEOUT_S = 0.2
 _BACKOFF_START_S = 0.2
 _BACKOFF_MAX_S = 5.0
 _DLQ_TIMEOUT_S = 10.0
+# A tenth of CPython's default; see the module docstring.
+_GIL_SWITCH_INTERVAL_S = 0.0005
 
 RECORDS_WRITTEN = Counter(
     "koverage_worker_records_total", "Span records processed", ["outcome"]
@@ -145,6 +158,8 @@ class SpanConsumer:
             max_workers=1, thread_name_prefix="span-writer"
         )
         writing: _Pending | None = None
+        switch_interval_s = sys.getswitchinterval()
+        sys.setswitchinterval(min(switch_interval_s, _GIL_SWITCH_INTERVAL_S))
         try:
             while not self._stop.is_set():
                 # Decode the next batch while the writer stores the last one.
@@ -169,6 +184,7 @@ class SpanConsumer:
             logger.info("stopping with a batch unwritten; it will be redelivered")
         finally:
             writes.shutdown(wait=True)
+            sys.setswitchinterval(switch_interval_s)
             self._consumer.close()
             self._producer.flush(5.0)
             self._producer = None  # the last reference: librdkafka stops now
