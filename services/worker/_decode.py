@@ -109,14 +109,13 @@ def decode_record(value: bytes | None) -> DecodedSpan:
     if not value:
         raise UndecodableRecord("empty record value")
     split = _split_envelope(value)
-    if split is None:
-        span, (tenant, service_name, resource_json) = _parse_whole(value)
-    else:
-        span, (tenant, service_name, resource_json) = split
+    span, resource_key, resource = split or _parse_whole(value)
     trace_id = span.trace_id
     span_id = span.span_id
     if len(trace_id) != 16 or len(span_id) != 8:
         raise UndecodableRecord("span ids have the wrong length")
+
+    tenant, service_name, resource_json = _resource(resource_key, resource)
 
     start_ns = span.start_time_unix_nano
     if start_ns == 0:
@@ -153,27 +152,26 @@ def decode_record(value: bytes | None) -> DecodedSpan:
     return _decoded((row, llm_call))
 
 
-def _parse_whole(value: bytes) -> tuple[trace_pb2.Span, tuple[str, str, bytes]]:
-    """The span and decoded resource of any record, by a full protobuf parse."""
+def _parse_whole(value: bytes) -> tuple:
+    """(span, resource key, resource) of any record, by a full protobuf parse."""
     try:
         envelope = _parse_envelope(value)
     except DecodeError as exc:
         raise UndecodableRecord(f"not an OTLP ResourceSpans: {exc}") from None
     span = _only_span(envelope)
     resource = envelope.resource
-    return span, _resource(resource.SerializeToString(deterministic=True), resource)
+    return span, resource.SerializeToString(deterministic=True), resource
 
 
-def _split_envelope(
-    value: bytes,
-) -> tuple[trace_pb2.Span, tuple[str, str, bytes]] | None:
-    """The span and decoded resource of a record in the ingest's layout.
+def _split_envelope(value: bytes) -> tuple | None:
+    """(span, resource key, resource) of a record in the ingest's layout.
 
     The ingest service writes `resource`, then one `scope_spans` holding
     `scope` then one span, with no schema URLs unless the sender set them
     (see `services.ingest._envelope`). Such a record is split by its length
     prefixes, so protobuf parses only the span, and the resource and scope
-    are parsed once per distinct encoding. Returns None for any other
+    are parsed once per distinct encoding (the resource is None when
+    `_resource` has it cached already). Returns None for any other
     layout, or for bytes protobuf refuses, so that `_parse_whole` decides
     (with the same error a full parse gives).
     """
@@ -205,12 +203,12 @@ def _split_envelope(
             if len(_VALID_SCOPES) >= _SCOPE_CACHE_SIZE:
                 _VALID_SCOPES.clear()
             _VALID_SCOPES.add(scope_bytes)
-        resource = _RESOURCE_CACHE.get(resource_bytes)
-        if resource is None:
-            resource = _resource(resource_bytes, _parse_resource(resource_bytes))
+        resource = None
+        if resource_bytes not in _RESOURCE_CACHE:
+            resource = _parse_resource(resource_bytes)
     except (IndexError, DecodeError):
         return None
-    return span, resource
+    return span, resource_bytes, resource
 
 
 def _varint(data: bytes, at: int) -> tuple[int, int]:
@@ -283,16 +281,19 @@ def _llm_call_row(
     )
 
 
-def _resource(key: bytes, resource) -> tuple[str, str, bytes]:
+def _resource(key: bytes, resource=None) -> tuple[str, str, bytes]:
     """(tenant, service name, attributes as jsonb) of a resource, cached.
 
     Every span of one export shares its resource, so a batch of records
     usually repeats a handful of resources; each is decoded once. `key` is
-    an encoding of `resource` (as received, or re-serialized).
+    an encoding of the resource (as received, or re-serialized) and
+    `resource` the parsed message, or None to parse `key` if need be.
     """
     cached = _RESOURCE_CACHE.get(key)
     if cached is not None:
         return cached
+    if resource is None:
+        resource = _parse_resource(key)
     attributes = _attributes(resource.attributes)
     tenant = attributes.get(TENANT_ATTRIBUTE)
     if not isinstance(tenant, str) or not tenant:
