@@ -151,3 +151,9 @@ def test_decode_refuses_invalid_utf8_in_scope_resource_or_span(field):
 def test_decode_refuses_an_ingest_layout_record_without_a_tenant():
     with pytest.raises(UndecodableRecord, match="koverage.tenant"):
         decode_record(_ingest_record(make_span("x"), tenant=""))
+
+
+def test_decode_names_the_span_ids_first_when_the_tenant_is_missing_too():
+    span = make_span("x", span_id=b"short")
+    with pytest.raises(UndecodableRecord, match="span ids have the wrong length"):
+        decode_record(_ingest_record(span, tenant=""))
