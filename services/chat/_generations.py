@@ -43,7 +43,7 @@ import contextlib
 import dataclasses
 import logging
 import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from decimal import Decimal
 
 import grpc
@@ -154,22 +154,43 @@ class Generation:
             await asyncio.shield(self.task)
 
     async def follow(
-        self, offset_chars: int = 0
-    ) -> AsyncIterator[chat_pb2.ChatDelta | chat_pb2.ChatCompleted]:
+        self,
+        offset_chars: int = 0,
+        *,
+        wrap_delta: Callable[[str, int], object] | None = None,
+        wrap_completed: Callable[[chat_pb2.ChatCompleted], object] | None = None,
+    ) -> AsyncIterator:
         """Yields the text from `offset_chars` on as deltas, live, then the
         completed event. Delta boundaries follow the router's, except the
-        first one when `offset_chars` falls inside a chunk."""
+        first one when `offset_chars` falls inside a chunk.
+
+        Args:
+            offset_chars: Where in the answer to start.
+            wrap_delta: Builds what is yielded for a delta from its text and
+                offset (a caller's response message, so no ChatDelta is
+                built and copied per delta); a `ChatDelta` by default.
+            wrap_completed: Builds what is yielded for the completed event;
+                the event itself by default.
+        """
         position = offset_chars
         while True:
             changed = self._changed
             if position < self._length:
                 index = bisect.bisect_right(self._starts, position) - 1
-                chunk = self._chunks[index][position - self._starts[index] :]
-                yield chat_pb2.ChatDelta(text=chunk, offset_chars=position)
+                chunk = self._chunks[index]
+                if position != self._starts[index]:
+                    chunk = chunk[position - self._starts[index] :]
+                if wrap_delta is None:
+                    yield chat_pb2.ChatDelta(text=chunk, offset_chars=position)
+                else:
+                    yield wrap_delta(chunk, position)
                 position += len(chunk)
                 continue
             if self.completed is not None:
-                yield self.completed
+                if wrap_completed is None:
+                    yield self.completed
+                else:
+                    yield wrap_completed(self.completed)
                 return
             await changed.wait()
 

@@ -102,13 +102,24 @@ class ChatServicer(chat_pb2_grpc.ChatServiceServicer):
                 field="max_output_tokens",
             )
 
-        # Find the model first: an unknown model changes nothing.
+        # Find the model first: an unknown model changes nothing. A turn
+        # that names its model reads the conversation only in start_turn
+        # (one database round trip fewer before the first token), unless
+        # the model lookup fails: then an unknown conversation is still
+        # reported first, as when the conversation is read up front.
         conversation_id = None
         new_conversation = None
         if request.conversation_id:
             conversation_id = _parse_id(request.conversation_id, "conversation_id")
+        if conversation_id is not None and not request.model:
             existing = await self._store.get_conversation(tenant, conversation_id)
-            model_id = request.model or existing.model
+            model = await self._catalog.get(existing.model)
+        elif conversation_id is not None:
+            try:
+                model = await self._catalog.get(request.model)
+            except Exception:
+                await self._store.get_conversation(tenant, conversation_id)
+                raise
         else:
             model_id = request.model or self._default_model
             new_conversation = NewConversation(
@@ -116,7 +127,7 @@ class ChatServicer(chat_pb2_grpc.ChatServiceServicer):
                 model=model_id,
                 system_prompt=request.system_prompt,
             )
-        model = await self._catalog.get(model_id)
+            model = await self._catalog.get(model_id)
 
         async def plan(conversation, history):
             return plan_prompt(
@@ -179,11 +190,10 @@ class ChatServicer(chat_pb2_grpc.ChatServiceServicer):
                     model=model.id,
                 )
             )
-            async for event in generation.follow(0):
-                if isinstance(event, chat_pb2.ChatDelta):
-                    yield chat_pb2.StreamChatResponse(delta=event)
-                else:
-                    yield chat_pb2.StreamChatResponse(completed=event)
+            async for response in generation.follow(
+                0, wrap_delta=_stream_chat_delta, wrap_completed=_stream_chat_completed
+            ):
+                yield response
 
     async def _store_turn(self, storing):
         """Awaits `start_turn`; if this call is cancelled meanwhile, lets the
@@ -319,11 +329,10 @@ class ChatServicer(chat_pb2_grpc.ChatServiceServicer):
             if offset > generation.length_chars:
                 raise _offset_error(offset, generation.length_chars)
             with self._generations.watching(generation):
-                async for event in generation.follow(offset):
-                    if isinstance(event, chat_pb2.ChatDelta):
-                        yield chat_pb2.ResumeGenerationResponse(delta=event)
-                    else:
-                        yield chat_pb2.ResumeGenerationResponse(completed=event)
+                async for response in generation.follow(
+                    offset, wrap_delta=_resume_delta, wrap_completed=_resume_completed
+                ):
+                    yield response
             return
 
         record = await self._store.get_assistant_message(tenant, message_id)
@@ -341,6 +350,36 @@ class ChatServicer(chat_pb2_grpc.ChatServiceServicer):
                 )
             )
         yield chat_pb2.ResumeGenerationResponse(completed=completed_from_record(record))
+
+
+def _stream_chat_delta(text: str, offset_chars: int) -> chat_pb2.StreamChatResponse:
+    # Filling the submessage in place copies nothing (delta=ChatDelta(...)
+    # would build a ChatDelta and copy it into the response).
+    response = chat_pb2.StreamChatResponse()
+    delta = response.delta
+    delta.text = text
+    delta.offset_chars = offset_chars
+    return response
+
+
+def _stream_chat_completed(
+    completed: chat_pb2.ChatCompleted,
+) -> chat_pb2.StreamChatResponse:
+    return chat_pb2.StreamChatResponse(completed=completed)
+
+
+def _resume_delta(text: str, offset_chars: int) -> chat_pb2.ResumeGenerationResponse:
+    response = chat_pb2.ResumeGenerationResponse()
+    delta = response.delta
+    delta.text = text
+    delta.offset_chars = offset_chars
+    return response
+
+
+def _resume_completed(
+    completed: chat_pb2.ChatCompleted,
+) -> chat_pb2.ResumeGenerationResponse:
+    return chat_pb2.ResumeGenerationResponse(completed=completed)
 
 
 def _checked_content(content: str) -> str:

@@ -87,6 +87,19 @@ _BAD_CHAT_REQUESTS = [
         grpc.StatusCode.NOT_FOUND,
         "not in the router's catalog",
     ),
+    # A turn naming its model reads the conversation only when storing the
+    # turn; an unknown conversation must still be refused as before.
+    (
+        {"content": "hi", "conversation_id": str(uuid.uuid4()), "model": "sim/steady"},
+        grpc.StatusCode.NOT_FOUND,
+        "not found; ListConversations",
+    ),
+    # Both unknown: the conversation is reported, as when it is read first.
+    (
+        {"content": "hi", "conversation_id": str(uuid.uuid4()), "model": "nope/model"},
+        grpc.StatusCode.NOT_FOUND,
+        "not found; ListConversations",
+    ),
     (
         {"content": "hi", "temperature": 2.5},
         grpc.StatusCode.INVALID_ARGUMENT,

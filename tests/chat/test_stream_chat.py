@@ -77,6 +77,34 @@ async def test_second_turn_sends_the_history_to_the_provider(chat):
     ]
 
 
+async def test_a_turn_naming_its_model_continues_the_conversation(chat):
+    # A turn that names its model skips the up-front conversation read; the
+    # history and system prompt must still come from the stored conversation.
+    upstream = chat.router.upstream
+    upstream.script = [
+        Scenario(tokens=("Hi", " Bo.")),
+        Scenario(tokens=("Bo.",)),
+    ]
+    first = await stream_turn(
+        chat.stub, content="I am Bo.", model="fixture/model", system_prompt="Terse."
+    )
+    second = await stream_turn(
+        chat.stub,
+        conversation_id=first.started.conversation_id,
+        content="Who am I?",
+        model="fixture/model",
+    )
+
+    assert second.started.conversation_id == first.started.conversation_id
+    assert second.text == "Bo."
+    assert upstream.requests[1].body["messages"] == [
+        {"role": "system", "content": "Terse."},
+        {"role": "user", "content": "I am Bo."},
+        {"role": "assistant", "content": "Hi Bo."},
+        {"role": "user", "content": "Who am I?"},
+    ]
+
+
 async def test_history_is_trimmed_to_the_window_newest_turns_first(chat):
     # Window 256, default reserve min(1024, 256 / 2) = 128: a 128-token budget.
     # A 200-character message is 50 + 4 = 54 tokens; the fixture's answer
