@@ -107,7 +107,10 @@ class Generation:
         self._chunks: list[str] = []
         self._starts: list[int] = []  # offset of each chunk in the answer
         self._length = 0
-        self._changed = asyncio.Event()
+        # One future per follower that caught up and waits, resolved on the
+        # next append or at the end; a delta nobody waits for wakes nobody
+        # and allocates nothing.
+        self._waiters: list[asyncio.Future[None]] = []
         self._stop: tuple[str, str] | None = None  # (status, reason)
         self._running = False
         self._watchers = 0
@@ -174,7 +177,6 @@ class Generation:
         """
         position = offset_chars
         while True:
-            changed = self._changed
             if position < self._length:
                 index = bisect.bisect_right(self._starts, position) - 1
                 chunk = self._chunks[index]
@@ -192,7 +194,11 @@ class Generation:
                 else:
                     yield wrap_completed(self.completed)
                 return
-            await changed.wait()
+            # A cancelled follower cancels only its own future; _notify
+            # skips it.
+            waiter = asyncio.get_running_loop().create_future()
+            self._waiters.append(waiter)
+            await waiter
 
     async def run(
         self, router: router_pb2_grpc.RouterServiceStub, store: ChatStore
@@ -284,8 +290,12 @@ class Generation:
         self._notify()
 
     def _notify(self) -> None:
-        changed, self._changed = self._changed, asyncio.Event()
-        changed.set()
+        if not self._waiters:
+            return
+        waiters, self._waiters = self._waiters, []
+        for waiter in waiters:
+            if not waiter.done():
+                waiter.set_result(None)
 
     def _summary_outcome(
         self, summary: router_pb2.GenerationSummary | None, ttft_ms: float | None

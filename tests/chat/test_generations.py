@@ -1,4 +1,6 @@
-"""Generation.follow: replay from any offset of a buffered answer."""
+"""Generation.follow: replay from any offset, and live followers."""
+
+import asyncio
 
 from koverage.chat.v1 import chat_pb2
 from koverage.router.v1 import router_pb2
@@ -71,3 +73,27 @@ async def test_follow_wraps_deltas_and_the_end_in_the_callers_messages():
         ("delta", ".", 12),
         ("end", "m"),
     ]
+
+
+async def test_a_cancelled_follower_does_not_stop_another_from_getting_new_text():
+    generation = _finished_generation()
+    generation.completed = None
+    first = asyncio.create_task(_collect(generation.follow(0)))
+    second = asyncio.create_task(_collect(generation.follow(0)))
+    await asyncio.sleep(0)  # both caught up and waiting
+
+    first.cancel()
+    await asyncio.sleep(0)
+    generation._append(" Bye.")
+    await asyncio.sleep(0)
+    generation.completed = chat_pb2.ChatCompleted(message_id="m")
+    generation._notify()
+    events = await asyncio.wait_for(second, 5)
+
+    assert first.cancelled()
+    assert "".join(e.text for e in events[:-1]) == "Hello, world. Bye."
+    assert events[-1].message_id == "m"
+
+
+async def _collect(events) -> list:
+    return [e async for e in events]
