@@ -59,9 +59,15 @@ async def _wait_count(database_url: str, expected: int, timeout_s: float = 60.0)
 
 
 async def _send(
-    address: str, batches: int, spans_per_batch: int = _BATCH, *, wait_for_ready=None
+    address: str,
+    batches: int,
+    spans_per_batch: int = _BATCH,
+    *,
+    wait_for_ready=None,
+    pause_s: float = 0.0,
 ) -> set[bytes]:
-    """Exports fresh spans; returns the span ids the ingest service accepted."""
+    """Exports fresh spans, `pause_s` apart per request; returns the span ids
+    the ingest service accepted."""
     accepted: set[bytes] = set()
     channel, stub = otlp_stub(address)
     async with channel:
@@ -77,6 +83,7 @@ async def _send(
             )
             assert response.partial_success.rejected_spans == 0
             accepted.update(s.span_id for s in spans)
+            await asyncio.sleep(pause_s)
     return accepted
 
 
@@ -95,14 +102,18 @@ async def test_worker_killed_between_database_and_offset_commit_is_redelivered_o
     The worker (`python -m services.worker`) is frozen with SIGSTOP whenever
     new rows appear, and killed only once the group's committed offsets are
     seen to be behind the stored rows; otherwise it is resumed and caught
-    again. The restart runs the same consumer in this process so that its
-    counters can be read: it must be handed every record from the committed
-    offsets on, and store only those not stored before.
+    again. Spans arrive a request at a time while it runs, so after storing
+    a batch it usually waits in its next poll for more (up to its poll
+    timeout) before committing that batch's offsets: the window is wide
+    enough to catch however fast the worker decodes. The restart runs the
+    same consumer in this process so that its counters can be read: it must
+    be handed every record from the committed offsets on, and store only
+    those not stored before.
     """
+    requests = 40  # 20,000 spans
     async with running_pipeline(
         kafka_bootstrap, database_url, worker=False
     ) as pipeline:
-        accepted = await _send(pipeline.ingest_address, 40)  # 20,000 spans in Kafka
         settings = pipeline.settings
         address = f"127.0.0.1:{free_port()}"
         env = {
@@ -112,12 +123,17 @@ async def test_worker_killed_between_database_and_offset_commit_is_redelivered_o
         }
         with Supervisor(tempfile.mkdtemp(prefix="koverage-kill-")) as supervisor:
             worker = start_service(supervisor, "worker", address, env=env)
+            sending = asyncio.create_task(
+                _send(pipeline.ingest_address, requests, pause_s=0.3)
+            )
             caught = await asyncio.to_thread(
-                _freeze_between_commits, worker.pid, settings, len(accepted)
+                _freeze_between_commits, worker.pid, settings, requests * _BATCH
             )
             os.kill(worker.pid, signal.SIGKILL)
             worker.wait(10)
             supervisor.stop_process("worker")
+            # Ingest keeps accepting while the worker is down.
+            accepted = await sending
         assert caught, "never froze the worker between its two commits"
 
         # Final figures, read once the dead worker's sessions are gone.
