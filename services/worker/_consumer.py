@@ -232,7 +232,7 @@ class SpanConsumer:
         if not pending.decoded:
             return
         try:
-            self._count(self._writer.write(pending.decoded))
+            self._count(self._writer.write(pending.decoded), len(pending.decoded))
         except RowsRejectedError as exc:
             logger.warning(
                 "Postgres refused a batch (%s); writing records one by one", exc
@@ -241,15 +241,20 @@ class SpanConsumer:
                 pending.decoded_records, pending.decoded, strict=True
             ):
                 try:
-                    self._count(self._writer.write([decoded]))
+                    self._count(self._writer.write([decoded]), 1)
                 except RowsRejectedError as row_exc:
                     pending.rejected.append((record, f"Postgres refused: {row_exc}"))
         pending.decoded = []
         pending.decoded_records = []
 
-    def _count(self, result: WriteResult) -> None:
+    def _count(self, result: WriteResult, spans_written: int) -> None:
         self.stats.spans_inserted += result.spans
         self.stats.llm_calls_inserted += result.llm_calls
+        # A span already stored (a redelivery after a crash between the
+        # database commit and the offset commit) is skipped by the write:
+        # counted, so an operator can see redeliveries happen.
+        RECORDS_WRITTEN.labels("stored").inc(result.spans)
+        RECORDS_WRITTEN.labels("duplicate").inc(max(0, spans_written - result.spans))
 
     def _wait(self, delay_s: float, pending: "_Pending") -> None:
         # Keep polling so the group keeps us; paused partitions deliver

@@ -15,6 +15,7 @@ from confluent_kafka import Consumer, TopicPartition
 from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import OTLPSpanExporter
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExportResult
+from prometheus_client import REGISTRY
 
 from koverage.db import connect, create_database
 from koverage.llmobs import CountingSpanExporter, RedactingSpanProcessor, spans_dropped
@@ -142,6 +143,7 @@ async def test_worker_killed_between_database_and_offset_commit_is_redelivered_o
         committed_at_kill = await asyncio.to_thread(_committed_total, settings)
         assert 0 < committed_at_kill < stored_at_kill < len(accepted)  # (a)
 
+        duplicates_before = _duplicates_counted()
         consumer = build_consumer(settings, batch_size=_BATCH)
         thread = threading.Thread(target=consumer.run, daemon=True)
         thread.start()
@@ -164,6 +166,8 @@ async def test_worker_killed_between_database_and_offset_commit_is_redelivered_o
     assert consumer.stats.records == len(accepted) - committed_at_kill
     assert consumer.stats.spans_inserted == len(accepted) - stored_at_kill
     assert consumer.stats.records - consumer.stats.spans_inserted == redelivered
+    # ... and says so on /metrics, where an operator sees redeliveries.
+    assert _duplicates_counted() - duplicates_before == redelivered
     _assert_exactly_once(database_url, accepted)
     # One span in ten is an LLM call (`_send`), each with one llm_calls row.
     assert _llm_call_keys(database_url) == (len(accepted) // 10,) * 2
@@ -203,6 +207,14 @@ def _freeze_between_commits(pid: int, settings: Settings, total: int) -> bool:
                 return True
             os.kill(pid, signal.SIGCONT)
     return False
+
+
+def _duplicates_counted() -> float:
+    """The worker metric of records skipped as already stored, in this process."""
+    value = REGISTRY.get_sample_value(
+        "koverage_worker_records_total", {"outcome": "duplicate"}
+    )
+    return value or 0.0
 
 
 def _committed_total(settings: Settings) -> int:
