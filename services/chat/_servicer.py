@@ -352,34 +352,30 @@ class ChatServicer(chat_pb2_grpc.ChatServiceServicer):
         yield chat_pb2.ResumeGenerationResponse(completed=completed_from_record(record))
 
 
-def _stream_chat_delta(text: str, offset_chars: int) -> chat_pb2.StreamChatResponse:
-    # Filling the submessage in place copies nothing (delta=ChatDelta(...)
-    # would build a ChatDelta and copy it into the response).
-    response = chat_pb2.StreamChatResponse()
-    delta = response.delta
-    delta.text = text
-    delta.offset_chars = offset_chars
-    return response
+def _delta_maker(response_type):
+    """A `wrap_delta` for `Generation.follow` building `response_type`."""
+
+    def make(text: str, offset_chars: int):
+        # Filling the submessage in place copies nothing (delta=ChatDelta(...)
+        # would build a ChatDelta and copy it into the response).
+        response = response_type()
+        delta = response.delta
+        delta.text = text
+        delta.offset_chars = offset_chars
+        return response
+
+    return make
 
 
-def _stream_chat_completed(
-    completed: chat_pb2.ChatCompleted,
-) -> chat_pb2.StreamChatResponse:
-    return chat_pb2.StreamChatResponse(completed=completed)
+def _completed_maker(response_type):
+    """A `wrap_completed` for `Generation.follow` building `response_type`."""
+    return lambda completed: response_type(completed=completed)
 
 
-def _resume_delta(text: str, offset_chars: int) -> chat_pb2.ResumeGenerationResponse:
-    response = chat_pb2.ResumeGenerationResponse()
-    delta = response.delta
-    delta.text = text
-    delta.offset_chars = offset_chars
-    return response
-
-
-def _resume_completed(
-    completed: chat_pb2.ChatCompleted,
-) -> chat_pb2.ResumeGenerationResponse:
-    return chat_pb2.ResumeGenerationResponse(completed=completed)
+_stream_chat_delta = _delta_maker(chat_pb2.StreamChatResponse)
+_stream_chat_completed = _completed_maker(chat_pb2.StreamChatResponse)
+_resume_delta = _delta_maker(chat_pb2.ResumeGenerationResponse)
+_resume_completed = _completed_maker(chat_pb2.ResumeGenerationResponse)
 
 
 def _checked_content(content: str) -> str:
