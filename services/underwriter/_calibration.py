@@ -20,7 +20,7 @@ is "the response contains PII of one of these kinds" (`find_pii`)."""
 PRESIDIO_CORPUS = Path("pii_presidio") / "synth_dataset_v2.json"
 """The labelled PII corpus, relative to the datasets directory."""
 
-_PRESIDIO_KINDS = {
+PRESIDIO_ENTITY_KINDS = {
     "EMAIL_ADDRESS": "email",
     "PHONE_NUMBER": "phone",
     "CREDIT_CARD": "card",
@@ -28,6 +28,7 @@ _PRESIDIO_KINDS = {
     "IBAN_CODE": "iban",
     "IP_ADDRESS": "ip",
 }
+"""Presidio corpus entity types -> the `find_pii` kind that matches them."""
 
 logger = logging.getLogger(__name__)
 
@@ -84,7 +85,7 @@ def _measure(path: str, size_bytes: int, mtime_ns: int) -> Calibration:
     samples = [
         (
             row["full_text"],
-            [_PRESIDIO_KINDS.get(s["entity_type"], "") for s in row["spans"]],
+            [PRESIDIO_ENTITY_KINDS.get(s["entity_type"], "") for s in row["spans"]],
         )
         for row in data
     ]

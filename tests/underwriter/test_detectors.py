@@ -10,6 +10,7 @@ from services.underwriter import (
     measure_pii_detector,
     parse_option,
 )
+from services.underwriter._calibration import PRESIDIO_ENTITY_KINDS
 
 _PRESIDIO = (
     Path(__file__).resolve().parents[3]
@@ -58,14 +59,7 @@ def test_find_pii_requires_luhn_for_cards():
 
 
 def test_pii_detector_sensitivity_and_specificity_on_presidio_corpus():
-    mapping = {
-        "EMAIL_ADDRESS": "email",
-        "PHONE_NUMBER": "phone",
-        "CREDIT_CARD": "card",
-        "US_SSN": "ssn",
-        "IBAN_CODE": "iban",
-        "IP_ADDRESS": "ip",
-    }
+    mapping = PRESIDIO_ENTITY_KINDS
     data = json.loads(_PRESIDIO.read_text())
     samples = [
         (d["full_text"], [mapping.get(s["entity_type"], "") for s in d["spans"]])
