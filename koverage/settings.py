@@ -120,6 +120,12 @@ class Settings:
     worker_batch_size: int = 5000
     """Most Kafka records the worker writes to Postgres in one transaction."""
 
+    worker_decode_processes: int = 2
+    """Child processes the worker decodes span records in, next to its
+    consumer and writer threads (each uses up to one core while spans
+    arrive); 0 decodes on the consumer thread, sharing its GIL with the
+    writer, which suits a worker given less than two cores."""
+
     otlp_endpoint: str = ""
     """OTLP/gRPC endpoint spans are exported to (a collector); empty disables
     export in a standalone service and means `koverage up` starts Rotel."""

@@ -7,6 +7,7 @@ from services.worker._app import (
     migrate_database,
 )
 from services.worker._consumer import ConsumerConfig, ConsumerStats, SpanConsumer
+from services.worker._copy_encode import EncodedRows, encode_rows
 from services.worker._decode import (
     LLM_CALL_COLUMNS,
     LLM_CALL_TYPES,
@@ -22,6 +23,7 @@ from services.worker._writer import (
     RowsRejectedError,
     SpanWriter,
     WriteResult,
+    copy_encoded,
     copy_rows,
 )
 
@@ -35,6 +37,7 @@ __all__ = [
     "ConsumerStats",
     "DatabaseUnavailableError",
     "DecodedSpan",
+    "EncodedRows",
     "RowsRejectedError",
     "SpanConsumer",
     "SpanWriter",
@@ -43,7 +46,9 @@ __all__ = [
     "WriteResult",
     "build_consumer",
     "build_worker",
+    "copy_encoded",
     "copy_rows",
     "decode_record",
+    "encode_rows",
     "migrate_database",
 ]

@@ -37,6 +37,7 @@ def build_consumer(settings: Settings, **overrides) -> SpanConsumer:
         "dead_letter_topic": settings.kafka_dead_letter_topic,
         "database_url": settings.database_url,
         "batch_size": settings.worker_batch_size,
+        "decode_processes": settings.worker_decode_processes,
         "kafka_client_config": kafka_client_config(settings),
         **overrides,
     }

@@ -7,12 +7,15 @@ batch's offsets. A crash anywhere before the offset commit means the batch
 is delivered again, and the write skips what is already stored, so nothing
 is lost and nothing is stored twice.
 
-Two threads share the work so that decoding (Python, CPU) and writing
-(mostly Postgres's time) overlap: the consumer thread owns every Kafka call
-and consumes and decodes batch n+1 while a writer thread writes batch n.
-At most one batch is being written and one waits, decoded; batch n's
-offsets are committed, by the consumer thread, only after batch n's database
-commit, and batches are written and committed in the order consumed.
+Decoding (Python, CPU) and writing (mostly Postgres's time) overlap: the
+consumer thread owns every Kafka call, consumes batches and hands each to
+the decode pool (`services.worker._decode_pool`: child processes, or the
+consumer thread itself when it has none) and then to a single writer
+thread. Up to `_BATCHES_IN_FLIGHT` batches are consumed and uncommitted at
+once: one being written, the next ones decoding, so the writer finds its
+next batch ready. Batch n's offsets are committed, by the consumer thread,
+only after batch n's database commit, and batches are written and
+committed in the order consumed.
 
 While Postgres is down the loop pauses its partitions (no more fetching) but
 keeps polling, so it stays in the consumer group, and retries the same batch
@@ -23,25 +26,28 @@ A batch Postgres refuses for its content (not connectivity) is written one
 record at a time, and each refused record goes to the dead-letter topic with
 Postgres's message, so one poison record cannot stall a partition.
 
-The two threads share one GIL. With CPython's default switch interval
-(5 ms) the writer, which needs the GIL only briefly between socket waits
-(each row it formats, each statement's reply), waits up to 5 ms for the
-decoding thread each time; measured here that doubled a batch's write time,
-and the write, not the decode, set the worker's rate. So `run()` lowers the
-process's switch interval to `_GIL_SWITCH_INTERVAL_S` while it runs.
+When decoding runs on the consumer thread (no decode processes), the two
+threads share one GIL. With CPython's default switch interval (5 ms) the
+writer, which needs the GIL only briefly between socket waits, waits up to
+5 ms for the decoding thread each time; measured here that doubled a
+batch's write time. So `run()` then lowers the process's switch interval to
+`_GIL_SWITCH_INTERVAL_S` while it runs.
 
-Known limitation: one process decodes on one core (the GIL), so a worker's
-rate is bounded by its decode rate (see BENCHMARKS.md); more partitions and
-more workers in the group scale it out. The switch interval is a
-process-wide setting: anything else running Python in the worker's process
-(the TelemetryService server) switches threads as often, which costs it a
-little CPU and gains it latency. A write that hangs (not fails) keeps
-the consumer thread waiting without polling; past `max.poll.interval.ms` the
-group drops the worker and its uncommitted batches go to another member,
-where the idempotent write absorbs the repeat.
+Known limitation: a child process that dies (killed, out of memory) breaks
+the pool; the batch it held is decoded again on the writer thread and the
+pool is started afresh, so nothing is lost, but that batch is slow. The
+switch interval (no decode processes only) is a process-wide setting:
+anything else running Python in the worker's process (the TelemetryService
+server) switches threads as often, which costs it a little CPU and gains it
+latency. A write that hangs (not fails) keeps the consumer thread waiting
+without polling; past `max.poll.interval.ms` the group drops the worker and
+its uncommitted batches go to another member, where the idempotent write
+absorbs the repeat.
 """
 
+import collections
 import concurrent.futures
+import concurrent.futures.process
 import dataclasses
 import logging
 import sys
@@ -59,7 +65,12 @@ from prometheus_client import Counter
 
 from koverage.local import consumer_config
 from services.ingest import REASON_HEADER, SOURCE_HEADER, STAGE_HEADER
-from services.worker._decode import DecodedSpan, UndecodableRecord, decode_record
+from services.worker._decode_pool import (
+    DecodedBatch,
+    DecodePool,
+    EncodedBatch,
+    encode_batch,
+)
 from services.worker._writer import (
     DatabaseUnavailableError,
     RowsRejectedError,
@@ -71,6 +82,9 @@ _POLL_TIMEOUT_S = 0.2
 _BACKOFF_START_S = 0.2
 _BACKOFF_MAX_S = 5.0
 _DLQ_TIMEOUT_S = 10.0
+# Batches consumed and not yet committed: one being written, the others
+# decoding or decoded, so that the writer never waits for a decode.
+_BATCHES_IN_FLIGHT = 3
 # A tenth of CPython's default; see the module docstring.
 _GIL_SWITCH_INTERVAL_S = 0.0005
 
@@ -103,6 +117,8 @@ class ConsumerConfig:
     dead_letter_topic: str
     database_url: str
     batch_size: int = 5000
+    decode_processes: int = 0
+    """Child processes that decode records; 0 decodes on the consumer thread."""
     kafka_overrides: dict = dataclasses.field(default_factory=dict)
     kafka_client_config: dict = dataclasses.field(default_factory=dict)
     """TLS and SASL entries of every client (`koverage.kafka_config`)."""
@@ -118,10 +134,14 @@ class SpanConsumer:
     def __init__(self, config: ConsumerConfig) -> None:
         if config.batch_size < 1:
             raise ValueError(f"batch_size={config.batch_size} must be >= 1")
+        if config.decode_processes < 0:
+            raise ValueError(f"decode_processes={config.decode_processes} must be >= 0")
         self._config = config
         self._stop = threading.Event()
         self._writer = SpanWriter(config.database_url)
         self._paused = False
+        self._decoder = DecodePool(0)  # replaced by run()
+        self._polled = _Pending()  # records not yet in a batch in flight
         self.stats = ConsumerStats()
         self.assigned = threading.Event()
         self._consumer = Consumer(
@@ -147,7 +167,7 @@ class SpanConsumer:
         )
 
     def stop(self) -> None:
-        """Asks `run()` to finish the batch being written and return."""
+        """Asks `run()` to finish the batches in flight and return."""
         self._stop.set()
 
     def run(self) -> None:
@@ -157,33 +177,36 @@ class SpanConsumer:
         writes = concurrent.futures.ThreadPoolExecutor(
             max_workers=1, thread_name_prefix="span-writer"
         )
-        writing: _Pending | None = None
+        self._decoder = DecodePool(self._config.decode_processes)
+        self._decoder.start()
+        in_flight: collections.deque[_Pending] = collections.deque()
         switch_interval_s = sys.getswitchinterval()
-        sys.setswitchinterval(min(switch_interval_s, _GIL_SWITCH_INTERVAL_S))
+        if not self._config.decode_processes:
+            sys.setswitchinterval(min(switch_interval_s, _GIL_SWITCH_INTERVAL_S))
         try:
             while not self._stop.is_set():
-                # Decode the next batch while the writer stores the last one.
-                pending = _Pending()
-                pending.add_all(
-                    self._consumer.consume(
-                        self._config.batch_size, timeout=_POLL_TIMEOUT_S
-                    )
-                )
-                if writing is not None:
-                    self._finish(writes, writing, pending)
-                    writing = None
-                if pending.records:
-                    pending.written = writes.submit(self._write, pending)
-                    writing = pending
-            if writing is not None:
-                # Anything polled meanwhile is left uncommitted (redelivered).
-                self._finish(writes, writing, _Pending())
+                if len(in_flight) < _BATCHES_IN_FLIGHT:
+                    pending = self._next_batch()
+                    if pending is not None:
+                        pending.decoding = self._decoder.decode(pending.values())
+                        pending.written = writes.submit(self._write, pending)
+                        in_flight.append(pending)
+                # Commit each batch, in order, once written; wait only when
+                # the pipeline is full.
+                while in_flight and (
+                    in_flight[0].written.done() or len(in_flight) >= _BATCHES_IN_FLIGHT
+                ):
+                    self._finish(writes, in_flight.popleft())
+            # Anything polled but not yet in flight stays uncommitted.
+            while in_flight:
+                self._finish(writes, in_flight.popleft())
         except _Stopping:
             # Stopping with a batch unwritten: its offsets stay uncommitted,
             # so the next worker reads it again.
             logger.info("stopping with a batch unwritten; it will be redelivered")
         finally:
-            writes.shutdown(wait=True)
+            writes.shutdown(wait=True, cancel_futures=True)
+            self._decoder.close()
             sys.setswitchinterval(switch_interval_s)
             self._consumer.close()
             self._producer.flush(5.0)
@@ -196,16 +219,22 @@ class SpanConsumer:
         if self._paused:
             consumer.pause(partitions)
 
-    def _finish(
-        self,
-        writes: concurrent.futures.Executor,
-        pending: "_Pending",
-        following: "_Pending",
-    ) -> None:
-        """Waits for `pending`'s write, retrying it until stored, then commits.
+    def _next_batch(self) -> "_Pending | None":
+        """The next batch: records polled while waiting out a retry, then more."""
+        pending = self._polled
+        pending.add_all(
+            self._consumer.consume(
+                self._config.batch_size - len(pending.records),
+                timeout=_POLL_TIMEOUT_S,
+            )
+        )
+        if not pending.records:
+            return None
+        self._polled = _Pending()
+        return pending
 
-        Records polled while waiting out a retry join `following`.
-        """
+    def _finish(self, writes: concurrent.futures.Executor, pending: "_Pending") -> None:
+        """Waits for `pending`'s write, retrying it until stored, then commits."""
         delay_s = _BACKOFF_START_S
         while True:
             try:
@@ -218,52 +247,71 @@ class SpanConsumer:
                     "batch not stored (%s); retrying in %.1f s", exc, delay_s
                 )
                 self._pause()
-                self._wait(delay_s, following)
+                self._wait(delay_s)
                 delay_s = min(delay_s * 2, _BACKOFF_MAX_S)
                 pending.written = writes.submit(self._write, pending)
         self._resume()
 
+        self._count(pending)
         self._commit(pending.records)
         self.stats.records += len(pending.records)
         self.stats.batches += 1
 
     def _write(self, pending: "_Pending") -> None:
-        """Stores the batch's decoded records (runs on the writer thread)."""
-        if not pending.decoded:
+        """Stores the batch's decodable records (runs on a writer thread)."""
+        if pending.encoded is None:
+            self._take_decoded(pending)
+        if not pending.row_records:
             return
+        writer = self._writer
+        encoded = pending.encoded
+        pending.refused = []  # a retried write refuses the same rows again
         try:
-            self._count(self._writer.write(pending.decoded), len(pending.decoded))
+            pending.count(writer.write(encoded.rows), len(pending.row_records))
         except RowsRejectedError as exc:
             logger.warning(
                 "Postgres refused a batch (%s); writing records one by one", exc
             )
-            for record, decoded in zip(
-                pending.decoded_records, pending.decoded, strict=True
-            ):
+            for k, record in enumerate(pending.row_records):
                 try:
-                    self._count(self._writer.write([decoded]), 1)
+                    pending.count(writer.write(encoded.one(k)), 1)
                 except RowsRejectedError as row_exc:
-                    pending.rejected.append((record, f"Postgres refused: {row_exc}"))
-        pending.decoded = []
-        pending.decoded_records = []
+                    pending.refused.append((record, f"Postgres refused: {row_exc}"))
+        pending.row_records = []
 
-    def _count(self, result: WriteResult, spans_written: int) -> None:
-        self.stats.spans_inserted += result.spans
-        self.stats.llm_calls_inserted += result.llm_calls
+    def _take_decoded(self, pending: "_Pending") -> None:
+        """Waits for the batch's decode and sorts its records into rows and rejects."""
+        decoding = pending.decoding or self._decoder.decode(pending.values())
+        try:
+            encoded = decoding.result()
+        except concurrent.futures.process.BrokenProcessPool:
+            # The pool starts again at its next use (`DecodePool.decode`).
+            logger.error("a decode process died; decoding its batch here")
+            encoded = encode_batch(pending.values())
+        records = pending.records
+        pending.encoded = encoded
+        pending.row_records = [records[i] for i in encoded.decoded]
+        pending.rejected.extend((records[i], reason) for i, reason in encoded.rejected)
+        pending.decoding = None
+
+    def _count(self, pending: "_Pending") -> None:
+        self.stats.spans_inserted += pending.stored.spans
+        self.stats.llm_calls_inserted += pending.stored.llm_calls
         # A span already stored (a redelivery after a crash between the
         # database commit and the offset commit) is skipped by the write:
         # counted, so an operator can see redeliveries happen.
-        RECORDS_WRITTEN.labels("stored").inc(result.spans)
-        RECORDS_WRITTEN.labels("duplicate").inc(max(0, spans_written - result.spans))
+        RECORDS_WRITTEN.labels("stored").inc(pending.stored.spans)
+        RECORDS_WRITTEN.labels("duplicate").inc(pending.duplicates)
 
-    def _wait(self, delay_s: float, pending: "_Pending") -> None:
+    def _wait(self, delay_s: float) -> None:
         # Keep polling so the group keeps us; paused partitions deliver
-        # nothing, and anything fetched before the pause joins the batch.
+        # nothing, and anything fetched before the pause waits for the next
+        # batch (its offsets come after those of every batch in flight).
         deadline = time.monotonic() + delay_s
         while time.monotonic() < deadline:
             if self._stop.is_set():
                 raise _Stopping
-            pending.add_all(self._consumer.consume(100, timeout=_POLL_TIMEOUT_S))
+            self._polled.add_all(self._consumer.consume(100, timeout=_POLL_TIMEOUT_S))
 
     def _pause(self) -> None:
         if not self._paused:
@@ -276,10 +324,11 @@ class SpanConsumer:
             self._consumer.resume(self._consumer.assignment())
 
     def _dead_letter(self, pending: "_Pending") -> None:
-        if not pending.rejected:
+        failed = pending.rejected + pending.refused
+        if not failed:
             return
         errors: list = []
-        for record, reason in pending.rejected:
+        for record, reason in failed:
             source = f"{record.topic()}/{record.partition()}/{record.offset()}"
             self._producer.produce(
                 self._config.dead_letter_topic,
@@ -296,10 +345,11 @@ class SpanConsumer:
         if left or errors:
             # Without the dead-letter ack the offsets must not move on.
             raise _DeadLetterError(f"dead-letter publish failed: {errors[:1] or left}")
-        self.stats.dead_lettered += len(pending.rejected)
-        RECORDS_WRITTEN.labels("dead_lettered").inc(len(pending.rejected))
-        logger.warning("dead-lettered %d record(s)", len(pending.rejected))
+        self.stats.dead_lettered += len(failed)
+        RECORDS_WRITTEN.labels("dead_lettered").inc(len(failed))
+        logger.warning("dead-lettered %d record(s)", len(failed))
         pending.rejected = []
+        pending.refused = []
 
     def _commit(self, records: list) -> None:
         highest: dict[tuple[str, int], int] = {}
@@ -321,32 +371,41 @@ class SpanConsumer:
 class _Pending:
     """The records of one batch and what became of them.
 
-    `decoded` and `decoded_records` run in parallel: the rows and the record
-    each came from (for the one-by-one fallback).
+    Once the batch is decoded, `encoded` holds its rows (None before) and
+    `row_records` the record each decoded row came from (for the one-by-one
+    fallback), emptied once they are stored.
     """
 
     def __init__(self) -> None:
         self.records: list = []
-        self.decoded: list[DecodedSpan] = []
-        self.decoded_records: list = []
+        self.decoding: DecodedBatch | None = None
+        self.encoded: EncodedBatch | None = None
+        self.row_records: list = []
         self.rejected: list[tuple[object, str]] = []
+        """Records that did not decode, with the reason."""
+        self.refused: list[tuple[object, str]] = []
+        """Records Postgres refused, with its message."""
         self.written: concurrent.futures.Future | None = None
+        self.stored = WriteResult(0, 0)
+        self.duplicates = 0
+
+    def count(self, result: WriteResult, spans_written: int) -> None:
+        """Adds one write's result (on the writer thread that wrote it)."""
+        self.stored = WriteResult(
+            self.stored.spans + result.spans,
+            self.stored.llm_calls + result.llm_calls,
+        )
+        self.duplicates += max(0, spans_written - result.spans)
 
     def add_all(self, messages: list) -> None:
-        records = self.records
-        decoded = self.decoded
-        decoded_records = self.decoded_records
         for message in messages:
             if message.error() is not None:
                 _log_error(message)
                 continue
-            records.append(message)
-            try:
-                decoded.append(decode_record(message.value()))
-            except UndecodableRecord as exc:
-                self.rejected.append((message, str(exc)))
-                continue
-            decoded_records.append(message)
+            self.records.append(message)
+
+    def values(self) -> list:
+        return [record.value() for record in self.records]
 
 
 class _Stopping(Exception):

@@ -1,4 +1,8 @@
-"""Writes decoded spans to Postgres with a binary COPY, storing each span once.
+"""Writes encoded spans to Postgres with a binary COPY, storing each span once.
+
+Rows arrive already encoded as binary COPY tuples (`EncodedSpan`, see
+`services.worker._copy_encode`), so writing a batch is sending its bytes:
+the writer thread needs the GIL only briefly.
 
 One `write` call is one transaction. The common case (no row of the batch is
 stored yet) COPYs the rows straight into `spans` and `llm_calls`, which costs
@@ -21,12 +25,10 @@ from psycopg import errors as pg_errors
 from psycopg.adapt import PyFormat
 
 from koverage.db import connect
+from services.worker._copy_encode import EncodedRows, copy_data
 from services.worker._decode import (
     LLM_CALL_COLUMNS,
-    LLM_CALL_TYPES,
     SPAN_COLUMNS,
-    SPAN_TYPES,
-    DecodedSpan,
 )
 
 _MERGE_BATCHES_AFTER_CONFLICT = 4
@@ -75,7 +77,7 @@ class SpanWriter:
         self.conflicts = 0
         """Batches whose plain COPY met an already-stored span (then merged)."""
 
-    def write(self, batch: list[DecodedSpan]) -> WriteResult:
+    def write(self, batch: EncodedRows) -> WriteResult:
         """Stores `batch` in one transaction.
 
         Raises:
@@ -84,7 +86,7 @@ class SpanWriter:
                 a retry is safe either way).
             RowsRejectedError: Postgres refused a value; nothing committed.
         """
-        if not batch:
+        if not batch.span_count:
             return WriteResult(0, 0)
         try:
             conn = self._connection()
@@ -125,7 +127,7 @@ class SpanWriter:
         return self._conn
 
     @staticmethod
-    def _in_transaction(conn, write, batch: list[DecodedSpan]) -> WriteResult:
+    def _in_transaction(conn, write, batch: EncodedRows) -> WriteResult:
         with conn.transaction(), conn.cursor() as cursor:
             return write(cursor, batch)
 
@@ -155,25 +157,38 @@ def copy_rows(
             write_row(row)
 
 
-def _copy_into_tables(cursor, batch: list[DecodedSpan]) -> WriteResult:
-    copy_rows(cursor, "spans", SPAN_COLUMNS, SPAN_TYPES, [d.span for d in batch])
-    llm_rows = [d.llm_call for d in batch if d.llm_call is not None]
-    if llm_rows:
-        copy_rows(cursor, "llm_calls", LLM_CALL_COLUMNS, LLM_CALL_TYPES, llm_rows)
-    return WriteResult(len(batch), len(llm_rows))
+def copy_encoded(
+    cursor: psycopg.Cursor, table: str, columns: tuple[str, ...], tuples: bytes
+) -> None:
+    """COPYs joined binary COPY tuples (`services.worker._copy_encode`) into `table`.
+
+    Args:
+        cursor: A cursor in the transaction to write in.
+        table: `spans`, `llm_calls` or a table like them.
+        columns: `SPAN_COLUMNS` or `LLM_CALL_COLUMNS`, the tuples' fields.
+        tuples: Encoded tuples of `columns`, joined.
+    """
+    statement = f"COPY {table} ({', '.join(columns)}) FROM STDIN (FORMAT BINARY)"
+    with cursor.copy(statement) as copy:
+        copy.write(copy_data(tuples))
 
 
-def _merge(cursor, batch: list[DecodedSpan]) -> WriteResult:
-    spans = [d.span for d in batch]
-    copy_rows(cursor, "spans_stage", SPAN_COLUMNS, SPAN_TYPES, spans)
-    llm_rows = [d.llm_call for d in batch if d.llm_call is not None]
-    if llm_rows:
-        copy_rows(cursor, "llm_calls_stage", LLM_CALL_COLUMNS, LLM_CALL_TYPES, llm_rows)
+def _copy_into_tables(cursor, batch: EncodedRows) -> WriteResult:
+    copy_encoded(cursor, "spans", SPAN_COLUMNS, batch.spans)
+    if batch.llm_call_count:
+        copy_encoded(cursor, "llm_calls", LLM_CALL_COLUMNS, batch.llm_calls)
+    return WriteResult(batch.span_count, batch.llm_call_count)
+
+
+def _merge(cursor, batch: EncodedRows) -> WriteResult:
+    copy_encoded(cursor, "spans_stage", SPAN_COLUMNS, batch.spans)
+    if batch.llm_call_count:
+        copy_encoded(cursor, "llm_calls_stage", LLM_CALL_COLUMNS, batch.llm_calls)
 
     cursor.execute(_insert_sql("spans", SPAN_COLUMNS))
     spans = cursor.rowcount
     llm_calls = 0
-    if llm_rows:
+    if batch.llm_call_count:
         cursor.execute(_insert_sql("llm_calls", LLM_CALL_COLUMNS))
         llm_calls = cursor.rowcount
     return WriteResult(spans, llm_calls)

@@ -15,6 +15,7 @@ from services.worker import (
     SpanWriter,
     UndecodableRecord,
     decode_record,
+    encode_rows,
 )
 from tests.ingest.otlp import llm_attributes, make_span, read_topic, unique_topic
 from tests.worker.conftest import (
@@ -100,10 +101,10 @@ def test_writer_stores_a_batch_holding_duplicates_and_stored_rows_once(database_
     decoded = [decode_record(envelope(s)) for s in spans]
     writer = SpanWriter(database_url)
     try:
-        first = writer.write(decoded[:3])
+        first = writer.write(encode_rows(decoded[:3]))
         # Three stored already, one twice within the batch, two new.
-        second = writer.write(decoded + decoded[4:5])
-        third = writer.write(decoded)
+        second = writer.write(encode_rows(decoded + decoded[4:5]))
+        third = writer.write(encode_rows(decoded))
     finally:
         writer.close()
 

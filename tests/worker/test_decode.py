@@ -9,7 +9,13 @@ from opentelemetry.proto.trace.v1 import trace_pb2
 
 from koverage.db import connect
 from services.ingest._envelope import EnvelopeBuilder, tenant_resource
-from services.worker import SPAN_COLUMNS, SpanWriter, UndecodableRecord, decode_record
+from services.worker import (
+    SPAN_COLUMNS,
+    SpanWriter,
+    UndecodableRecord,
+    decode_record,
+    encode_rows,
+)
 from tests.ingest.otlp import any_value, llm_attributes, make_span
 
 
@@ -96,7 +102,7 @@ def test_postgres_stores_the_tricky_attributes_as_decoded(database_url):
     span, expected = _tricky_span()
     writer = SpanWriter(database_url)
     try:
-        writer.write([decode_record(_ingest_record(span))])
+        writer.write(encode_rows([decode_record(_ingest_record(span))]))
     finally:
         writer.close()
 

@@ -11,7 +11,7 @@ import pytest
 from koverage.serving import connect
 from koverage.settings import Settings
 from koverage.telemetry.v1 import telemetry_pb2, telemetry_pb2_grpc
-from services.worker import SpanWriter, build_worker, decode_record
+from services.worker import SpanWriter, build_worker, decode_record, encode_rows
 from tests.ingest.otlp import llm_attributes, make_span
 from tests.worker.conftest import envelope
 
@@ -55,7 +55,9 @@ def _store(database_url, spans_with_tenants):
     writer = SpanWriter(database_url)
     try:
         writer.write(
-            [decode_record(envelope(s, tenant=t)) for s, t in spans_with_tenants]
+            encode_rows(
+                [decode_record(envelope(s, tenant=t)) for s, t in spans_with_tenants]
+            )
         )
     finally:
         writer.close()
