@@ -122,7 +122,10 @@ class DecodePool:
             self._executor = self._new_executor()
 
     def start(self) -> None:
-        """Starts every child now (each takes ~0.5 s to import), not at first use."""
+        """Spawns the children now, not at the first batch.
+
+        Each takes ~0.5 s to import; this returns once one of them is ready.
+        """
         if self._executor is not None:
             warm = [
                 self._executor.submit(encode_batch, []) for _ in range(self._processes)

@@ -1,6 +1,9 @@
 """The worker's consumer against real Tansu and Postgres."""
 
 import json
+import multiprocessing
+import os
+import signal
 import sys
 import time
 from decimal import Decimal
@@ -284,3 +287,67 @@ def test_consumer_lowers_the_gil_switch_interval_only_while_running(
         # The writer thread gets the GIL back within 0.5 ms, not 5 ms.
         assert sys.getswitchinterval() == pytest.approx(0.0005)
     assert sys.getswitchinterval() == before_s
+
+
+def test_consumer_with_decode_processes_keeps_the_gil_switch_interval(
+    kafka_bootstrap, topics, database_url
+):
+    before_s = sys.getswitchinterval()
+    with running_consumer(
+        kafka_bootstrap, topics, database_url, decode_processes=2
+    ) as consumer:
+        assert consumer.assigned.wait(30)
+        # Decoding happens in other processes: no thread here competes.
+        assert sys.getswitchinterval() == before_s
+
+
+@pytest.mark.parametrize("decode_processes", [0, 2])
+def test_records_the_table_or_postgres_refuse_are_dead_lettered_and_the_rest_stored(
+    kafka_bootstrap, topics, database_url, decode_processes
+):
+    good = [make_span(f"r{i}", attributes=llm_attributes()) for i in range(8)]
+    # numeric(20, 10) holds less than 1e10: Postgres refuses this row.
+    costly = make_span(
+        "chat big", attributes=llm_attributes(**{"koverage.cost_usd": 1e12})
+    )
+    wide = make_span("wide")
+    wide.kind = 40_000  # past smallint: refused before it reaches Postgres
+    spans = good[:4] + [costly, wide] + good[4:]
+    produce(kafka_bootstrap, topics[0], [(s.trace_id, envelope(s)) for s in spans])
+
+    with running_consumer(
+        kafka_bootstrap, topics, database_url, decode_processes=decode_processes
+    ) as consumer:
+        assert wait_for_rows(database_url, "spans", 8) == 8
+        dead = read_topic(kafka_bootstrap, topics[1], 2)
+        while consumer.stats.records < 10:
+            time.sleep(0.1)
+
+    reasons = {m.value(): dict(m.headers())["koverage-reason"].decode() for m in dead}
+    assert "Postgres refused" in reasons[envelope(costly)]
+    assert "numeric field overflow" in reasons[envelope(costly)]
+    assert "does not fit the table" in reasons[envelope(wide)]
+    assert count_rows(database_url, "spans") == 8
+    assert count_rows(database_url, "llm_calls") == 8
+    assert consumer.stats.dead_lettered == 2
+
+
+def test_a_killed_decode_process_loses_nothing(kafka_bootstrap, topics, database_url):
+    first = [make_span(f"k{i}") for i in range(20)]
+    produce(kafka_bootstrap, topics[0], [(s.trace_id, envelope(s)) for s in first])
+    with running_consumer(
+        kafka_bootstrap, topics, database_url, decode_processes=2, batch_size=10
+    ) as consumer:
+        assert wait_for_rows(database_url, "spans", 20) == 20
+        for child in multiprocessing.active_children():
+            os.kill(child.pid, signal.SIGKILL)
+
+        second = [make_span(f"l{i}") for i in range(30)]
+        produce(kafka_bootstrap, topics[0], [(s.trace_id, envelope(s)) for s in second])
+        assert wait_for_rows(database_url, "spans", 50) == 50
+        while consumer.stats.records < 50:
+            time.sleep(0.1)
+        # A fresh pool decodes again.
+        assert len(multiprocessing.active_children()) == 2
+    assert count_rows(database_url, "spans") == 50
+    assert consumer.stats.dead_lettered == 0
