@@ -283,6 +283,25 @@ def test_only_the_router_trusts_the_services_tenant_as_a_relay(scenario):
             assert "KOVERAGE_RELAY_TENANTS" not in env, component
 
 
+def test_only_the_worker_is_told_how_many_decode_processes_to_run(scenario):
+    values, _, objects = scenario
+    expected = str(values.get("worker", {}).get("decodeProcesses", 2))
+    for component, deployment in _koverage_deployments(objects).items():
+        env = _env(deployment["spec"]["template"]["spec"]["containers"][0])
+        if component == "worker":
+            assert env["KOVERAGE_WORKER_DECODE_PROCESSES"]["value"] == expected
+        else:
+            assert "KOVERAGE_WORKER_DECODE_PROCESSES" not in env, component
+
+
+def test_values_schema_refuses_a_negative_decode_process_count():
+    values = load_values(_DEFAULT_VALUES)
+    values.setdefault("worker", {})["decodeProcesses"] = -1
+
+    with pytest.raises(helm.HelmValuesError, match="decodeProcesses"):
+        render(values)
+
+
 def test_selectors_match_only_their_own_pods(scenario):
     _, _, objects = scenario
     pod_templates = {

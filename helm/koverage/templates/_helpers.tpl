@@ -120,6 +120,10 @@ Shared, non-secret settings come from the ConfigMap through envFrom.
 {{- if has $component (list "ingest" "worker") }}
 {{ include "koverage.kafkaSecurityEnv" $root }}
 {{- end }}
+{{- if eq $component "worker" }}
+- name: KOVERAGE_WORKER_DECODE_PROCESSES
+  value: {{ $root.Values.worker.decodeProcesses | quote }}
+{{- end }}
 {{- if and (eq $component "ingest") $root.Values.auth.collectorTenant }}
 - name: KOVERAGE_INGEST_TRUSTED_TENANTS
   value: {{ $root.Values.auth.collectorTenant | quote }}
