@@ -1,8 +1,9 @@
 # syntax=docker/dockerfile:1
 # Image of every Koverage service: `python -m services.<name>` and the
 # `koverage` CLI (`koverage migrate`). Multi-stage: the build stage compiles
-# wheels with a toolchain; the runtime stage holds only the virtualenv and
-# the shared libraries WeasyPrint needs, and runs as an unprivileged user.
+# wheels and the worker's C decoder (setup.py) with a toolchain; the runtime
+# stage holds only the virtualenv and the shared libraries WeasyPrint needs,
+# and runs as an unprivileged user.
 
 ARG PYTHON_VERSION=3.11
 
@@ -16,7 +17,7 @@ RUN python -m venv /opt/koverage
 ENV PATH=/opt/koverage/bin:$PATH
 WORKDIR /src
 # Dependencies first, so a code change does not rebuild them.
-COPY pyproject.toml README.md ./
+COPY pyproject.toml setup.py README.md ./
 COPY koverage ./koverage
 COPY services ./services
 RUN pip install --upgrade pip setuptools \

@@ -20,11 +20,12 @@ if [ ${#missing[@]} -gt 0 ]; then
   DEBIAN_FRONTEND=noninteractive $sudo_cmd apt-get install -y -qq --no-install-recommends "${missing[@]}"
 fi
 
-# The virtual environment, rebuilt only when pyproject.toml changes.
+# The virtual environment, reinstalled only when pyproject.toml, setup.py or
+# the worker's C decoder change (the install compiles it in place).
 python=${KOVERAGE_PYTHON:-python3.11}
 command -v "$python" >/dev/null 2>&1 || python=python3
 stamp=.venv/.koverage-installed
-wanted=$(sha256sum pyproject.toml | cut -d' ' -f1)
+wanted=$(cat pyproject.toml setup.py services/worker/_span_wire.c | sha256sum | cut -d' ' -f1)
 if [ ! -x .venv/bin/python ]; then
   "$python" -m venv .venv
 fi

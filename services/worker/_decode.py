@@ -33,6 +33,11 @@ from opentelemetry.proto.trace.v1 import trace_pb2
 
 from services.ingest import TENANT_ATTRIBUTE
 
+try:
+    from services.worker._span_wire import split_span as _split_span
+except ImportError:  # the C extension was not built: protobuf does it all
+    _split_span = None
+
 SPAN_COLUMNS = (
     "trace_id", "span_id", "parent_span_id", "tenant", "service_name", "name",
     "kind", "start_time", "end_time", "duration_ms", "status_code",
@@ -108,39 +113,35 @@ def decode_record(value: bytes | None) -> DecodedSpan:
     """
     if not value:
         raise UndecodableRecord("empty record value")
-    split = _split_envelope(value)
-    span, resource_key, resource = split or _parse_whole(value)
-    trace_id = span.trace_id
-    span_id = span.span_id
+    fields = _fast_fields(value) if _split_span is not None else None
+    (
+        resource_key, resource, trace_id, span_id, parent_span_id, name, kind,
+        start_ns, end_ns, status_code, status_message, attributes,
+    ) = fields or _protobuf_fields(value)  # fmt: skip
     if len(trace_id) != 16 or len(span_id) != 8:
         raise UndecodableRecord("span ids have the wrong length")
 
     tenant, service_name, resource_json = _resource(resource_key, resource)
 
-    start_ns = span.start_time_unix_nano
     if start_ns == 0:
         raise UndecodableRecord("span has no start time")
 
-    attributes = _attributes(span.attributes)
-    end_ns = max(span.end_time_unix_nano, start_ns)
+    end_ns = max(end_ns, start_ns)
     start = _EPOCH + _timedelta(0, 0, start_ns // 1000)
     duration_ms = (end_ns - start_ns) / 1e6
-    status = span.status
-    status_code = status.code
-    name = span.name
     row = (
         trace_id,
         span_id,
-        span.parent_span_id or None,
+        parent_span_id,
         tenant,
         service_name,
-        name.replace("\x00", "") if "\x00" in name else name,
-        span.kind,
+        name,
+        kind,
         start,
         _EPOCH + _timedelta(0, 0, end_ns // 1000),
         duration_ms,
         status_code,
-        _clean(status.message),
+        status_message,
         _jsonb(attributes) if attributes else _EMPTY_JSONB,
         resource_json,
     )
@@ -150,6 +151,49 @@ def decode_record(value: bytes | None) -> DecodedSpan:
         trace_id, span_id, status_code, attributes, tenant, start, duration_ms
     )
     return _decoded((row, llm_call))
+
+
+def _fast_fields(value: bytes) -> tuple | None:
+    """The span's fields by the C fast path, or None for the protobuf path.
+
+    The C code (`_span_wire.c`) reads a record in the ingest's layout with
+    common attribute kinds; the scope and resource are checked here, as
+    `_split_envelope` does.
+    """
+    fields = _split_span(value)
+    if fields is None:
+        return None
+    resource_bytes, scope_bytes = fields[0], fields[1]
+    try:
+        _check_scope(scope_bytes)
+        resource = None
+        if resource_bytes not in _RESOURCE_CACHE:
+            resource = _parse_resource(resource_bytes)
+    except DecodeError:
+        return None
+    return (resource_bytes, resource, *fields[2:])
+
+
+def _protobuf_fields(value: bytes) -> tuple:
+    """The span's fields, as `_fast_fields` gives them, by protobuf's parser."""
+    split = _split_envelope(value)
+    span, resource_key, resource = split or _parse_whole(value)
+    status = span.status
+    name = span.name
+    return (
+        resource_key,
+        resource,
+        span.trace_id,
+        span.span_id,
+        span.parent_span_id or None,
+        name.replace("\x00", "") if "\x00" in name else name,
+        span.kind,
+        span.start_time_unix_nano,
+        span.end_time_unix_nano,
+        status.code,
+        _clean(status.message),
+        _attributes(span.attributes),
+    )
 
 
 def _parse_whole(value: bytes) -> tuple:
@@ -198,17 +242,26 @@ def _split_envelope(value: bytes) -> tuple | None:
         if at + size != len(value):
             return None
         span = _parse_span(value[at:])
-        if scope_bytes not in _VALID_SCOPES:
-            _parse_scope(scope_bytes)
-            if len(_VALID_SCOPES) >= _SCOPE_CACHE_SIZE:
-                _VALID_SCOPES.clear()
-            _VALID_SCOPES.add(scope_bytes)
+        _check_scope(scope_bytes)
         resource = None
         if resource_bytes not in _RESOURCE_CACHE:
             resource = _parse_resource(resource_bytes)
     except (IndexError, DecodeError):
         return None
     return span, resource_bytes, resource
+
+
+def _check_scope(scope_bytes: bytes) -> None:
+    """Parses an InstrumentationScope once per distinct encoding.
+
+    Raises:
+        DecodeError: the bytes are not a scope.
+    """
+    if scope_bytes not in _VALID_SCOPES:
+        _parse_scope(scope_bytes)
+        if len(_VALID_SCOPES) >= _SCOPE_CACHE_SIZE:
+            _VALID_SCOPES.clear()
+        _VALID_SCOPES.add(scope_bytes)
 
 
 def _varint(data: bytes, at: int) -> tuple[int, int]:
