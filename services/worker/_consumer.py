@@ -1,7 +1,8 @@
 """The worker's Kafka consumer loop: spans topic -> Postgres, at least once.
 
-Per batch: consume up to `batch_size` records; decode each; write the
-decodable ones to Postgres in one transaction; publish the undecodable ones
+Per batch: consume up to `batch_size` records; decode each (into binary
+COPY tuples); write the decodable ones to Postgres in one transaction;
+publish the undecodable ones (and rows that do not fit the tables' types)
 to the dead-letter topic and wait for Kafka's ack; only then commit the
 batch's offsets. A crash anywhere before the offset commit means the batch
 is delivered again, and the write skips what is already stored, so nothing
@@ -14,8 +15,9 @@ consumer thread itself when it has none) and then to a single writer
 thread. Up to `_BATCHES_IN_FLIGHT` batches are consumed and uncommitted at
 once: one being written, the next ones decoding, so the writer finds its
 next batch ready. Batch n's offsets are committed, by the consumer thread,
-only after batch n's database commit, and batches are written and
-committed in the order consumed.
+only after batch n's database commit, and batches are committed in the
+order consumed (a batch retried after an outage may be written after later
+ones; every write is idempotent).
 
 While Postgres is down the loop pauses its partitions (no more fetching) but
 keeps polling, so it stays in the consumer group, and retries the same batch
@@ -220,14 +222,15 @@ class SpanConsumer:
             consumer.pause(partitions)
 
     def _next_batch(self) -> "_Pending | None":
-        """The next batch: records polled while waiting out a retry, then more."""
+        """The next batch: records polled while waiting out a retry, then more.
+
+        Records polled during a long outage can outnumber `batch_size`; they
+        are written as one batch.
+        """
         pending = self._polled
-        pending.add_all(
-            self._consumer.consume(
-                self._config.batch_size - len(pending.records),
-                timeout=_POLL_TIMEOUT_S,
-            )
-        )
+        room = self._config.batch_size - len(pending.records)
+        if room > 0:
+            pending.add_all(self._consumer.consume(room, timeout=_POLL_TIMEOUT_S))
         if not pending.records:
             return None
         self._polled = _Pending()
