@@ -126,6 +126,11 @@ class Settings:
     arrive); 0 decodes on the consumer thread, sharing its GIL with the
     writer, which suits a worker given less than two cores."""
 
+    worker_write_connections: int = 2
+    """Postgres connections the worker writes batches over at once; with
+    two, Postgres stores one batch while the other's rows are still being
+    sent or committed."""
+
     otlp_endpoint: str = ""
     """OTLP/gRPC endpoint spans are exported to (a collector); empty disables
     export in a standalone service and means `koverage up` starts Rotel."""

@@ -38,6 +38,7 @@ def build_consumer(settings: Settings, **overrides) -> SpanConsumer:
         "database_url": settings.database_url,
         "batch_size": settings.worker_batch_size,
         "decode_processes": settings.worker_decode_processes,
+        "write_connections": settings.worker_write_connections,
         "kafka_client_config": kafka_client_config(settings),
         **overrides,
     }

@@ -11,13 +11,16 @@ is lost and nothing is stored twice.
 Decoding (Python, CPU) and writing (mostly Postgres's time) overlap: the
 consumer thread owns every Kafka call, consumes batches and hands each to
 the decode pool (`services.worker._decode_pool`: child processes, or the
-consumer thread itself when it has none) and then to a single writer
-thread. Up to `_BATCHES_IN_FLIGHT` batches are consumed and uncommitted at
-once: one being written, the next ones decoding, so the writer finds its
-next batch ready. Batch n's offsets are committed, by the consumer thread,
-only after batch n's database commit, and batches are committed in the
-order consumed (a batch retried after an outage may be written after later
-ones; every write is idempotent).
+consumer thread itself when it has none) and then to the writer threads,
+one per write connection. Up to `write_connections + _BATCHES_DECODING`
+batches are consumed and uncommitted at once: one being written on each
+connection, the next ones decoding, so a writer finds its next batch
+ready. Batch n's offsets are committed, by the consumer thread, only after
+batch n's database commit, and batches are committed in the order consumed
+(batches on two connections, or one retried after an outage, may be
+written in another order; every write is idempotent, and two writes that
+hold the same span are resolved by Postgres's deadlock detection, see
+`SpanWriter.write`).
 
 While Postgres is down the loop pauses its partitions (no more fetching) but
 keeps polling, so it stays in the consumer group, and retries the same batch
@@ -52,6 +55,7 @@ import concurrent.futures
 import concurrent.futures.process
 import dataclasses
 import logging
+import queue
 import sys
 import threading
 import time
@@ -84,9 +88,10 @@ _POLL_TIMEOUT_S = 0.2
 _BACKOFF_START_S = 0.2
 _BACKOFF_MAX_S = 5.0
 _DLQ_TIMEOUT_S = 10.0
-# Batches consumed and not yet committed: one being written, the others
-# decoding or decoded, so that the writer never waits for a decode.
-_BATCHES_IN_FLIGHT = 3
+# Batches consumed and not yet committed are one per write connection (being
+# written) and this many more (decoding or decoded), so that a writer finds
+# its next batch ready.
+_BATCHES_DECODING = 2
 # A tenth of CPython's default; see the module docstring.
 _GIL_SWITCH_INTERVAL_S = 0.0005
 
@@ -121,6 +126,8 @@ class ConsumerConfig:
     batch_size: int = 5000
     decode_processes: int = 0
     """Child processes that decode records; 0 decodes on the consumer thread."""
+    write_connections: int = 1
+    """Postgres connections batches are written over, one batch on each."""
     kafka_overrides: dict = dataclasses.field(default_factory=dict)
     kafka_client_config: dict = dataclasses.field(default_factory=dict)
     """TLS and SASL entries of every client (`koverage.kafka_config`)."""
@@ -136,11 +143,18 @@ class SpanConsumer:
     def __init__(self, config: ConsumerConfig) -> None:
         if config.batch_size < 1:
             raise ValueError(f"batch_size={config.batch_size} must be >= 1")
+        if config.write_connections < 1:
+            raise ValueError(
+                f"write_connections={config.write_connections} must be >= 1"
+            )
         if config.decode_processes < 0:
             raise ValueError(f"decode_processes={config.decode_processes} must be >= 0")
         self._config = config
         self._stop = threading.Event()
-        self._writer = SpanWriter(config.database_url)
+        self._writers: queue.SimpleQueue[SpanWriter] = queue.SimpleQueue()
+        for _ in range(config.write_connections):
+            self._writers.put(SpanWriter(config.database_url))
+        self._batches_in_flight = config.write_connections + _BATCHES_DECODING
         self._paused = False
         self._decoder = DecodePool(0)  # replaced by run()
         self._polled = _Pending()  # records not yet in a batch in flight
@@ -177,7 +191,8 @@ class SpanConsumer:
         self._consumer.subscribe([self._config.spans_topic], on_assign=self._on_assign)
         logger.info("consuming %s", self._config.spans_topic)
         writes = concurrent.futures.ThreadPoolExecutor(
-            max_workers=1, thread_name_prefix="span-writer"
+            max_workers=self._config.write_connections,
+            thread_name_prefix="span-writer",
         )
         self._decoder = DecodePool(self._config.decode_processes)
         self._decoder.start()
@@ -187,7 +202,7 @@ class SpanConsumer:
             sys.setswitchinterval(min(switch_interval_s, _GIL_SWITCH_INTERVAL_S))
         try:
             while not self._stop.is_set():
-                if len(in_flight) < _BATCHES_IN_FLIGHT:
+                if len(in_flight) < self._batches_in_flight:
                     pending = self._next_batch()
                     if pending is not None:
                         pending.decoding = self._decoder.decode(pending.values())
@@ -196,7 +211,8 @@ class SpanConsumer:
                 # Commit each batch, in order, once written; wait only when
                 # the pipeline is full.
                 while in_flight and (
-                    in_flight[0].written.done() or len(in_flight) >= _BATCHES_IN_FLIGHT
+                    in_flight[0].written.done()
+                    or len(in_flight) >= self._batches_in_flight
                 ):
                     self._finish(writes, in_flight.popleft())
             # Anything polled but not yet in flight stays uncommitted.
@@ -213,7 +229,8 @@ class SpanConsumer:
             self._consumer.close()
             self._producer.flush(5.0)
             self._producer = None  # the last reference: librdkafka stops now
-            self._writer.close()
+            while not self._writers.empty():
+                self._writers.get().close()
             logger.info("stopped consuming")
 
     def _on_assign(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
@@ -266,7 +283,13 @@ class SpanConsumer:
             self._take_decoded(pending)
         if not pending.row_records:
             return
-        writer = self._writer
+        writer = self._writers.get()
+        try:
+            self._store(writer, pending)
+        finally:
+            self._writers.put(writer)
+
+    def _store(self, writer: SpanWriter, pending: "_Pending") -> None:
         encoded = pending.encoded
         pending.refused = []  # a retried write refuses the same rows again
         try:

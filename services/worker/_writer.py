@@ -1,8 +1,8 @@
 """Writes encoded spans to Postgres with a binary COPY, storing each span once.
 
-Rows arrive already encoded as binary COPY tuples (`EncodedSpan`, see
-`services.worker._copy_encode`), so writing a batch is sending its bytes:
-the writer thread needs the GIL only briefly.
+Rows arrive already encoded as joined binary COPY tuples (`EncodedRows`,
+see `services.worker._copy_encode`), so writing a batch is sending its
+bytes: the writer thread needs the GIL only briefly.
 
 One `write` call is one transaction. The common case (no row of the batch is
 stored yet) COPYs the rows straight into `spans` and `llm_calls`, which costs
@@ -15,6 +15,11 @@ span_id) DO NOTHING`. Either way a span delivered twice is stored once.
 After a conflict the writer keeps merging for a few batches, since a
 redelivery usually spans several batches in a row; a merge costs about twice
 the server time of a plain COPY, and a COPY that conflicts wastes its work.
+
+Known limitation: with two writers, the same span in two batches in flight
+(a sender's retried export) can deadlock them; each deadlock costs one
+`deadlock_timeout` (1 s by default) before the retry. Writing each batch's
+rows sorted by (trace_id, span_id) would rule it out, at the cost of a sort.
 """
 
 import dataclasses
@@ -32,6 +37,9 @@ from services.worker._decode import (
 )
 
 _MERGE_BATCHES_AFTER_CONFLICT = 4
+# Deadlocks between writers clear once one commits; past this many in a row
+# the write is reported as the database being unavailable (retried later).
+_DEADLOCK_ATTEMPTS = 5
 
 logger = logging.getLogger(__name__)
 
@@ -60,9 +68,12 @@ class WriteResult:
 
 
 class SpanWriter:
-    """Writes batches of decoded spans over one reconnecting connection.
+    """Writes batches of encoded spans over one reconnecting connection.
 
-    Not thread-safe: one thread writes at a time.
+    Not thread-safe: one thread writes at a time. Several writers may write
+    to the same tables at once; a span in two of their batches can deadlock
+    them, which Postgres breaks by rolling one back (after its
+    `deadlock_timeout`, 1 s by default), and that one is retried as a merge.
 
     Args:
         database_url: The worker's database (already migrated).
@@ -76,6 +87,8 @@ class SpanWriter:
         self._merge_batches_left = 0
         self.conflicts = 0
         """Batches whose plain COPY met an already-stored span (then merged)."""
+        self.deadlocks = 0
+        """Writes Postgres rolled back to break a deadlock (then retried)."""
 
     def write(self, batch: EncodedRows) -> WriteResult:
         """Stores `batch` in one transaction.
@@ -90,16 +103,20 @@ class SpanWriter:
             return WriteResult(0, 0)
         try:
             conn = self._connection()
-            if self._merge_batches_left > 0:
-                self._merge_batches_left -= 1
-                return self._in_transaction(conn, _merge, batch)
-            try:
-                return self._in_transaction(conn, _copy_into_tables, batch)
-            except pg_errors.UniqueViolation:
-                # Some span is stored already: merge the batch instead.
-                self.conflicts += 1
-                self._merge_batches_left = _MERGE_BATCHES_AFTER_CONFLICT
-                return self._in_transaction(conn, _merge, batch)
+            for _ in range(_DEADLOCK_ATTEMPTS):
+                try:
+                    return self._write_once(conn, batch)
+                except pg_errors.DeadlockDetected:
+                    # Another connection holds some of these spans, not yet
+                    # committed, and waits for one this write holds (the same
+                    # span in two batches in flight). Postgres rolled this
+                    # write back; merging again waits for the other's commit.
+                    self.deadlocks += 1
+                    self._merge_batches_left = max(self._merge_batches_left, 1)
+                    logger.warning("write deadlocked with another writer; retrying")
+            raise DatabaseUnavailableError(
+                f"write deadlocked {_DEADLOCK_ATTEMPTS} times in a row"
+            )
         except psycopg.OperationalError as exc:
             self.close()
             raise DatabaseUnavailableError(str(exc).strip()) from exc
@@ -108,6 +125,18 @@ class SpanWriter:
                 self.close()
                 raise DatabaseUnavailableError(str(exc).strip()) from exc
             raise RowsRejectedError(str(exc).strip()) from exc
+
+    def _write_once(self, conn: psycopg.Connection, batch: EncodedRows) -> WriteResult:
+        if self._merge_batches_left > 0:
+            self._merge_batches_left -= 1
+            return self._in_transaction(conn, _merge, batch)
+        try:
+            return self._in_transaction(conn, _copy_into_tables, batch)
+        except pg_errors.UniqueViolation:
+            # Some span is stored already: merge the batch instead.
+            self.conflicts += 1
+            self._merge_batches_left = _MERGE_BATCHES_AFTER_CONFLICT
+            return self._in_transaction(conn, _merge, batch)
 
     def close(self) -> None:
         """Closes the connection; the next write reconnects."""

@@ -1,5 +1,6 @@
 """The worker's consumer against real Tansu and Postgres."""
 
+import concurrent.futures
 import json
 import multiprocessing
 import os
@@ -17,6 +18,7 @@ from services.worker import (
     SPAN_COLUMNS,
     SpanWriter,
     UndecodableRecord,
+    copy_encoded,
     decode_record,
     encode_rows,
 )
@@ -350,4 +352,74 @@ def test_a_killed_decode_process_loses_nothing(kafka_bootstrap, topics, database
         # A fresh pool decodes again.
         assert len(multiprocessing.active_children()) == 2
     assert count_rows(database_url, "spans") == 50
+    assert consumer.stats.dead_lettered == 0
+
+
+def test_a_write_deadlocked_by_another_connection_is_retried_and_stores_once(
+    database_url,
+):
+    first, second = (decode_record(envelope(make_span(n))) for n in ("x", "y"))
+    writer = SpanWriter(database_url)
+    other = connect(database_url)
+    try:
+        # The other connection holds `second` uncommitted; the writer inserts
+        # `first`, then waits for `second`; the other then inserts `first`
+        # and waits for the writer: a deadlock, which the writer (waiting
+        # longer) detects first and is rolled back for.
+        other.execute("SET deadlock_timeout = '10s'")
+        with other.cursor() as cursor:
+            copy_encoded(cursor, "spans", SPAN_COLUMNS, encode_rows([second]).spans)
+        with concurrent.futures.ThreadPoolExecutor(1) as pool:
+            written = pool.submit(writer.write, encode_rows([first, second]))
+            _wait_for_lock_wait(database_url)
+            with other.cursor() as cursor:
+                copy_encoded(cursor, "spans", SPAN_COLUMNS, encode_rows([first]).spans)
+            other.commit()
+            result = written.result(timeout=30)
+    finally:
+        other.close()
+        writer.close()
+
+    assert writer.deadlocks == 1
+    assert (result.spans, result.llm_calls) == (0, 0)  # the other stored both
+    assert count_rows(database_url, "spans") == 2
+
+
+def _wait_for_lock_wait(database_url: str) -> None:
+    with connect(database_url, autocommit=True) as conn:
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            waiting = conn.execute(
+                "SELECT count(*) FROM pg_stat_activity "
+                "WHERE datname = current_database() AND wait_event_type = 'Lock'"
+            ).fetchone()[0]
+            if waiting:
+                return
+            time.sleep(0.02)
+    raise AssertionError("the writer never waited for the other connection")
+
+
+def test_two_write_connections_store_repeats_in_batches_in_flight_once(
+    kafka_bootstrap, topics, database_url
+):
+    spans = [make_span(f"t{i}", attributes=llm_attributes()) for i in range(300)]
+    records = [(s.trace_id, envelope(s)) for s in spans]
+    # Each span three times, in batches that are in flight together.
+    produce(kafka_bootstrap, topics[0], records + records[::-1] + records)
+
+    with running_consumer(
+        kafka_bootstrap,
+        topics,
+        database_url,
+        batch_size=100,
+        write_connections=2,
+        decode_processes=2,
+    ) as consumer:
+        assert wait_for_rows(database_url, "spans", 300, timeout_s=60) == 300
+        while consumer.stats.records < 900:
+            time.sleep(0.1)
+
+    assert count_rows(database_url, "spans") == 300
+    assert count_rows(database_url, "llm_calls") == 300
+    assert consumer.stats.spans_inserted == 300
     assert consumer.stats.dead_lettered == 0
