@@ -25,6 +25,7 @@ import multiprocessing
 import os
 import struct
 import threading
+import time
 from typing import NamedTuple
 
 from services.worker._copy_encode import (
@@ -35,6 +36,7 @@ from services.worker._copy_encode import (
 from services.worker._decode import UndecodableRecord, decode_record
 
 _DECODE_NICENESS = 10
+_ORPHAN_CHECK_S = 1.0
 
 logger = logging.getLogger(__name__)
 
@@ -161,7 +163,7 @@ class DecodePool:
         return concurrent.futures.ProcessPoolExecutor(
             max_workers=self._processes,
             mp_context=multiprocessing.get_context("spawn"),
-            initializer=_lower_priority,
+            initializer=_start_child,
         )
 
     def _submit(self, values: list[bytes | None]) -> "DecodedBatch":
@@ -215,11 +217,22 @@ def _joined(parts: list[EncodedBatch]) -> EncodedBatch:
     return EncodedBatch(rows, decoded, span_ends, llm_call_ends, rejected)
 
 
-def _lower_priority() -> None:
+def _start_child() -> None:
     # Decoding is throughput work with batches queued ahead of the writer;
     # the consumer thread (heartbeats, commits), the TelemetryService and,
     # on a shared machine, Postgres should get a core first.
     os.nice(_DECODE_NICENESS)
+    # A child blocked on the pool's queue outlives a parent that was killed
+    # (it holds the queue's write end too); it leaves when orphaned.
+    threading.Thread(
+        target=_exit_when_orphaned, args=(os.getppid(),), daemon=True
+    ).start()
+
+
+def _exit_when_orphaned(parent_pid: int) -> None:
+    while os.getppid() == parent_pid:
+        time.sleep(_ORPHAN_CHECK_S)
+    os._exit(0)
 
 
 def _done(value) -> concurrent.futures.Future:

@@ -4,7 +4,10 @@ import concurrent.futures.process
 import multiprocessing
 import os
 import signal
+import subprocess
+import sys
 import time
+from pathlib import Path
 
 import pytest
 
@@ -97,3 +100,42 @@ def test_no_children_decodes_on_the_calling_thread():
 def test_a_negative_process_count_is_refused():
     with pytest.raises(ValueError, match="processes=-1"):
         DecodePool(-1)
+
+
+def test_children_leave_when_the_worker_is_killed():
+    script = (
+        "import multiprocessing, time\n"
+        "from services.worker._decode_pool import DecodePool\n"
+        "pool = DecodePool(2)\n"
+        "pool.start()\n"
+        "time.sleep(0.5)\n"
+        "print(*[c.pid for c in multiprocessing.active_children()], flush=True)\n"
+        "time.sleep(60)\n"
+    )
+    worker = subprocess.Popen(
+        [sys.executable, "-c", script],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,  # the killed run's resource tracker complains
+        text=True,
+    )
+    try:
+        children = [int(pid) for pid in worker.stdout.readline().split()]
+        assert len(children) == 2
+    finally:
+        worker.kill()
+        worker.wait(10)
+        worker.stdout.close()
+
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline and any(_alive(pid) for pid in children):
+        time.sleep(0.1)
+    assert not any(_alive(pid) for pid in children)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+        state = stat.rsplit(")", 1)[1].split()[0]
+    except OSError:
+        return False
+    return state != "Z"
