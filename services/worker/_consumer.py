@@ -71,6 +71,7 @@ from prometheus_client import Counter
 
 from koverage.local import consumer_config
 from services.ingest import REASON_HEADER, SOURCE_HEADER, STAGE_HEADER
+from services.worker._decode import fast_path_built
 from services.worker._decode_pool import (
     DecodedBatch,
     DecodePool,
@@ -189,7 +190,15 @@ class SpanConsumer:
     def run(self) -> None:
         """Consumes until `stop()`; closes the consumer on the way out."""
         self._consumer.subscribe([self._config.spans_topic], on_assign=self._on_assign)
-        logger.info("consuming %s", self._config.spans_topic)
+        logger.info(
+            "consuming %s (%d decode processes, %d write connections, %s)",
+            self._config.spans_topic,
+            self._config.decode_processes,
+            self._config.write_connections,
+            "C fast path"
+            if fast_path_built()
+            else "protobuf only: fast path not built",
+        )
         writes = concurrent.futures.ThreadPoolExecutor(
             max_workers=self._config.write_connections,
             thread_name_prefix="span-writer",

@@ -104,6 +104,11 @@ class DecodedSpan(NamedTuple):
 _decoded = functools.partial(tuple.__new__, DecodedSpan)
 
 
+def fast_path_built() -> bool:
+    """Whether the C fast path (`_span_wire.c`) was compiled and loads."""
+    return _split_span is not None
+
+
 def decode_record(value: bytes | None) -> DecodedSpan:
     """Decodes one spans-topic record value.
 
