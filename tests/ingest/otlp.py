@@ -14,6 +14,20 @@ EXPORT_METHOD = "/opentelemetry.proto.collector.trace.v1.TraceService/Export"
 
 
 def any_value(value) -> common_pb2.AnyValue:
+    """`value` as an OTLP AnyValue; None is an AnyValue with no kind set."""
+    if value is None:
+        return common_pb2.AnyValue()
+    if isinstance(value, bytes):
+        return common_pb2.AnyValue(bytes_value=value)
+    if isinstance(value, dict):
+        return common_pb2.AnyValue(
+            kvlist_value=common_pb2.KeyValueList(
+                values=[
+                    common_pb2.KeyValue(key=k, value=any_value(v))
+                    for k, v in value.items()
+                ]
+            )
+        )
     if isinstance(value, bool):
         return common_pb2.AnyValue(bool_value=value)
     if isinstance(value, int):

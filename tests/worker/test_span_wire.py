@@ -8,7 +8,7 @@ from opentelemetry.proto.trace.v1 import trace_pb2
 
 import services.worker._decode as decode_module
 from services.worker import UndecodableRecord, decode_record
-from tests.ingest.otlp import llm_attributes, make_span
+from tests.ingest.otlp import any_value, llm_attributes, make_span
 from tests.worker.conftest import envelope
 
 split_span = pytest.importorskip("services.worker._span_wire").split_span
@@ -60,33 +60,6 @@ _values = st.one_of(
 )
 
 
-def _any_value(value) -> common_pb2.AnyValue:
-    if value is None:
-        return common_pb2.AnyValue()
-    if isinstance(value, bool):
-        return common_pb2.AnyValue(bool_value=value)
-    if isinstance(value, int):
-        return common_pb2.AnyValue(int_value=value)
-    if isinstance(value, float):
-        return common_pb2.AnyValue(double_value=value)
-    if isinstance(value, bytes):
-        return common_pb2.AnyValue(bytes_value=value)
-    if isinstance(value, list):
-        return common_pb2.AnyValue(
-            array_value=common_pb2.ArrayValue(values=[_any_value(v) for v in value])
-        )
-    if isinstance(value, dict):
-        return common_pb2.AnyValue(
-            kvlist_value=common_pb2.KeyValueList(
-                values=[
-                    common_pb2.KeyValue(key=k, value=_any_value(v))
-                    for k, v in value.items()
-                ]
-            )
-        )
-    return common_pb2.AnyValue(string_value=value)
-
-
 @st.composite
 def _spans(draw) -> trace_pb2.Span:
     span = trace_pb2.Span(
@@ -106,10 +79,10 @@ def _spans(draw) -> trace_pb2.Span:
     span.status.code = draw(st.sampled_from([0, 1, 2, 7]))
     span.status.message = draw(_texts)
     for key, value in draw(st.lists(st.tuples(_texts, _values), max_size=4)):
-        span.attributes.append(common_pb2.KeyValue(key=key, value=_any_value(value)))
+        span.attributes.append(common_pb2.KeyValue(key=key, value=any_value(value)))
     if draw(st.booleans()):
         span.attributes.append(
-            common_pb2.KeyValue(key="gen_ai.operation.name", value=_any_value("chat"))
+            common_pb2.KeyValue(key="gen_ai.operation.name", value=any_value("chat"))
         )
     if draw(st.integers(0, 9)) == 0:
         span.events.add(name="exception", time_unix_nano=5)
@@ -213,7 +186,7 @@ def test_every_plain_attribute_kind_reads_the_same_on_both_paths(monkeypatch):
         "": "empty key",
     }
     span = make_span("kinds", attributes=attributes)
-    span.attributes.append(common_pb2.KeyValue(key="text", value=_any_value("again")))
+    span.attributes.append(common_pb2.KeyValue(key="text", value=any_value("again")))
     value = envelope(span)
 
     assert split_span(value) is not None
