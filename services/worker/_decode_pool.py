@@ -5,9 +5,13 @@ cost in Python. Done on a thread of the consumer's process it holds the
 GIL that the writer thread needs for every row it sends, and the two slow
 each other down (measured: both took about twice their time alone). Here
 each batch is split into one slice per child process; a child decodes its
-slice with `decode_record` and encodes the rows as binary COPY tuples
-(`services.worker._copy_encode`), so what comes back is bytes the writer
-sends as they are.
+slice with `decode_record` (through the C fast path where it applies) and
+encodes the rows as binary COPY tuples (`services.worker._copy_encode`), so
+what comes back is a few buffers the writer sends as they are.
+
+Children run at a lower CPU priority (niceness 10) than the consumer and
+writer threads, and exit on their own if the worker dies without closing
+the pool.
 
 `DecodePool(0)` does the same work on the calling thread, for tests and
 for a worker given a single CPU.
