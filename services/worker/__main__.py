@@ -11,7 +11,7 @@ async def _main() -> None:
     settings = Settings.from_env()
     configure_logging("worker", settings.log_level)
     setup_tracing(settings.service_name or "koverage-worker", settings.otlp_endpoint)
-    server, _ = await build_worker(settings)
+    server, consumer = await build_worker(settings)
     await server.start()
     # The worker owns the telemetry tables, so it also serves the dashboard.
     dashboard = None
@@ -31,6 +31,8 @@ async def _main() -> None:
     finally:
         if dashboard is not None:
             await dashboard.stop()
+    if consumer is not None and consumer.failed:
+        raise SystemExit("the span consumer failed (see the log); exiting to restart")
 
 
 if __name__ == "__main__":

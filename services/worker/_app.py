@@ -50,8 +50,9 @@ async def build_worker(
 ) -> tuple[MeshServer, SpanConsumer | None]:
     """Migrates the database and returns the worker's server, not yet started.
 
-    The consumer thread starts when the server starts and stops after the
-    server has drained; the pool closes last.
+    The consumer thread starts at once and stops after the server has
+    drained; the pool closes last. A consumer that fails on an unexpected
+    error stops the server and sets `consumer.failed`.
 
     Args:
         settings: Needs `database_url`, and `kafka_bootstrap` when consuming.
@@ -93,9 +94,20 @@ async def build_worker(
             client_config=kafka_config,
         )
         consumer = build_consumer(settings)
-        thread = threading.Thread(
-            target=consumer.run, name="span-consumer", daemon=True
-        )
+        loop = asyncio.get_running_loop()
+
+        def consume() -> None:
+            try:
+                consumer.run()
+            except Exception:
+                # Serving telemetry without consuming would stall Beacon
+                # silently: stop, so the worker restarts and its uncommitted
+                # records are delivered again.
+                logger.exception("span consumer failed; stopping the worker")
+                consumer.failed = True
+                asyncio.run_coroutine_threadsafe(server.stop(), loop)
+
+        thread = threading.Thread(target=consume, name="span-consumer", daemon=True)
         thread.start()
 
         async def stop_consumer() -> None:

@@ -161,6 +161,8 @@ class SpanConsumer:
         self._polled = _Pending()  # records not yet in a batch in flight
         self.stats = ConsumerStats()
         self.assigned = threading.Event()
+        self.failed = False
+        """Set by the worker when `run()` ended on an unexpected error."""
         self._consumer = Consumer(
             consumer_config(
                 config.bootstrap,
