@@ -9,13 +9,16 @@ text, encoded once here so the writer passes it through untouched. A
 record that is not a one-span envelope raises `UndecodableRecord` and goes to
 the dead-letter topic.
 
-This runs once per span on the worker's hot path, on the one thread that
-holds the GIL most of the time, so it reads each protobuf field once,
+This runs once per span on the worker's hot path (in its decode processes,
+see `services.worker._decode_pool`), so it reads each protobuf field once,
 handles the common attribute kinds inline and caches what every span of one
 export shares (the resource and the scope). A record laid out as the ingest
 service writes it is split by hand (a few length prefixes) and only its span
 is parsed by protobuf; any other layout takes the general path, which gives
-the same rows and the same errors.
+the same rows and the same errors. Ahead of both, the C fast path
+(`_span_wire.c`, where it was built) reads a record in the ingest's layout
+with plain attribute kinds straight from the wire, and hands anything else
+to protobuf.
 """
 
 import datetime
