@@ -48,17 +48,20 @@ def _relayed_request():
     return request
 
 
-async def test_trusted_relay_spans_keep_the_tenant_they_name(kafka_bootstrap, topics):
+async def _export_as(kafka_bootstrap, topics, api_key, request, *, trusted=True):
+    """Exports `request` with `api_key` to an ingest that trusts the mesh
+    collector's tenant as a relay (or no one); returns the response."""
+    extra = {"ingest_trusted_tenants": "mesh-collector"} if trusted else {}
     async with running_ingest(
-        kafka_bootstrap,
-        topics,
-        api_keys=_KEYS,
-        auth_required=True,
-        ingest_trusted_tenants="mesh-collector",
+        kafka_bootstrap, topics, api_keys=_KEYS, auth_required=True, **extra
     ) as (server, _):
-        channel, export = export_call(server.address, "k-relay")
+        channel, export = export_call(server.address, api_key)
         async with channel:
-            response = await export(_relayed_request().SerializeToString(), timeout=10)
+            return await export(request.SerializeToString(), timeout=10)
+
+
+async def test_trusted_relay_spans_keep_the_tenant_they_name(kafka_bootstrap, topics):
+    response = await _export_as(kafka_bootstrap, topics, "k-relay", _relayed_request())
 
     assert not response.HasField("partial_success")
     records = read_topic(kafka_bootstrap, topics[0], 4, partitions=2)
@@ -73,16 +76,7 @@ async def test_trusted_relay_spans_keep_the_tenant_they_name(kafka_bootstrap, to
 async def test_untrusted_sender_keeps_its_own_tenant_whatever_it_asserts(
     kafka_bootstrap, topics
 ):
-    async with running_ingest(
-        kafka_bootstrap,
-        topics,
-        api_keys=_KEYS,
-        auth_required=True,
-        ingest_trusted_tenants="mesh-collector",
-    ) as (server, _):
-        channel, export = export_call(server.address, "k-acme")
-        async with channel:
-            await export(_relayed_request().SerializeToString(), timeout=10)
+    await _export_as(kafka_bootstrap, topics, "k-acme", _relayed_request())
 
     records = read_topic(kafka_bootstrap, topics[0], 4, partitions=2)
     tenants = _tenants_by_span_name(records)
@@ -91,12 +85,9 @@ async def test_untrusted_sender_keeps_its_own_tenant_whatever_it_asserts(
 
 
 async def test_no_sender_is_trusted_by_default(kafka_bootstrap, topics):
-    async with running_ingest(
-        kafka_bootstrap, topics, api_keys=_KEYS, auth_required=True
-    ) as (server, _):
-        channel, export = export_call(server.address, "k-relay")
-        async with channel:
-            await export(_relayed_request().SerializeToString(), timeout=10)
+    await _export_as(
+        kafka_bootstrap, topics, "k-relay", _relayed_request(), trusted=False
+    )
 
     records = read_topic(kafka_bootstrap, topics[0], 4, partitions=2)
     tenants = _tenants_by_span_name(records)
@@ -115,16 +106,7 @@ async def test_a_rejected_relayed_span_is_dead_lettered_under_its_tenant(
             )
         ]
     )
-    async with running_ingest(
-        kafka_bootstrap,
-        topics,
-        api_keys=_KEYS,
-        auth_required=True,
-        ingest_trusted_tenants="mesh-collector",
-    ) as (server, _):
-        channel, export = export_call(server.address, "k-relay")
-        async with channel:
-            response = await export(request.SerializeToString(), timeout=10)
+    response = await _export_as(kafka_bootstrap, topics, "k-relay", request)
 
     assert response.partial_success.rejected_spans == 1
     (dead,) = read_topic(kafka_bootstrap, topics[1], 1)
