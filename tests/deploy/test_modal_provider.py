@@ -36,6 +36,16 @@ async def _close(providers: dict) -> None:
             await provider.close()
 
 
+async def _generate_qwen(tmp_path, modal, modal_key: str, openrouter):
+    """Streams `modal/qwen3-8b` through a real router; (texts, summary)."""
+    providers = await _providers(modal.base_url, modal_key, openrouter.base_url)
+    try:
+        async with running_router(tmp_path, providers) as (stub, _, _):
+            return await collect(stub.Generate(request("modal/qwen3-8b"), timeout=10))
+    finally:
+        await _close(providers)
+
+
 async def test_fixture_refuses_a_missing_key_and_serves_health_openly(modal_app):
     modal, _ = modal_app
     root = modal.base_url.removesuffix("/v1")
@@ -54,14 +64,7 @@ async def test_fixture_refuses_a_missing_key_and_serves_health_openly(modal_app)
 async def test_modal_provider_sends_its_key_and_streams(tmp_path, modal_app):
     modal, openrouter = modal_app
     modal.default = Scenario(tokens=("warm", " GPU"))
-    providers = await _providers(modal.base_url, _KEY, openrouter.base_url)
-    try:
-        async with running_router(tmp_path, providers) as (stub, _, _):
-            texts, summary = await collect(
-                stub.Generate(request("modal/qwen3-8b"), timeout=10)
-            )
-    finally:
-        await _close(providers)
+    texts, summary = await _generate_qwen(tmp_path, modal, _KEY, openrouter)
 
     assert "".join(texts) == "warm GPU"
     assert summary.model == "modal/qwen3-8b" and summary.provider == "modal"
@@ -75,14 +78,7 @@ async def test_modal_provider_sends_its_key_and_streams(tmp_path, modal_app):
 async def test_wrong_modal_key_is_not_retried_and_falls_back(tmp_path, modal_app):
     modal, openrouter = modal_app
     openrouter.default = Scenario(tokens=("fallback",))
-    providers = await _providers(modal.base_url, "stale-key", openrouter.base_url)
-    try:
-        async with running_router(tmp_path, providers) as (stub, _, _):
-            texts, summary = await collect(
-                stub.Generate(request("modal/qwen3-8b"), timeout=10)
-            )
-    finally:
-        await _close(providers)
+    texts, summary = await _generate_qwen(tmp_path, modal, "stale-key", openrouter)
 
     # A 401 cannot heal by repeating the call: one try, then the fallback.
     assert [r.status for r in modal.requests] == [401]
@@ -102,13 +98,8 @@ async def test_wrong_modal_key_without_fallback_is_a_clear_grpc_error(
         ]
     }
     monkeypatch.setattr("tests.router.conftest.TEST_CATALOG", catalog)
-    providers = await _providers(modal.base_url, "stale-key", openrouter.base_url)
-    try:
-        async with running_router(tmp_path, providers) as (stub, _, _):
-            with pytest.raises(grpc.aio.AioRpcError) as caught:
-                await collect(stub.Generate(request("modal/qwen3-8b"), timeout=10))
-    finally:
-        await _close(providers)
+    with pytest.raises(grpc.aio.AioRpcError) as caught:
+        await _generate_qwen(tmp_path, modal, "stale-key", openrouter)
 
     # A provider 4xx other than 429 is our configuration, not an outage:
     # FAILED_PRECONDITION (no point retrying), naming the provider and the
