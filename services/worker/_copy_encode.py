@@ -201,9 +201,7 @@ def _text_array(values: list[str] | None) -> bytes:
     if field is None:
         has_null = None in key
         parts = [_array_head(1, int(has_null), _TEXT_OID, len(values), 1)]
-        parts.extend(
-            _NULL if v is None else _int4(len(v.encode())) + v.encode() for v in values
-        )
+        parts.extend(_NULL if v is None else _text(v) for v in values)
         data = b"".join(parts)
         field = _int4(len(data)) + data
         _remember(_ARRAY_FIELDS, key, field)
