@@ -488,7 +488,8 @@ def _agreement(records, scores, judges, boot) -> dict:
 
 
 def _is_soft(n: int, raw: float, kappa: float, alpha: float) -> bool:
-    """Soft: no pairs; kappa or alpha below threshold; or undefined without perfect raw agreement."""
+    """Soft: no pairs; kappa or alpha below threshold; or undefined without
+    perfect raw agreement."""
     if n == 0:
         return True
     finite = [v for v in (kappa, alpha) if not math.isnan(v)]

@@ -210,9 +210,12 @@ class TelemetryServicer:
                 },
             )
         if not rows:
-            raise NotFoundError(
-                f"no spans recorded for {'trace ' + request.trace_id if request.trace_id else 'conversation ' + request.conversation_id}"
+            subject = (
+                f"trace {request.trace_id}"
+                if request.trace_id
+                else f"conversation {request.conversation_id}"
             )
+            raise NotFoundError(f"no spans recorded for {subject}")
         return telemetry_pb2.GetTraceWaterfallResponse(spans=_waterfall(rows))
 
     async def _query(self, sql: str, params: dict) -> list[tuple]:

@@ -353,8 +353,9 @@ async def test_metrics_endpoint_counts_rpcs_by_code():
     finally:
         await server.stop(0.1)
     text = body.decode()
+    method = "/koverage.router.v1.RouterService/ListModels"
     assert (
-        'koverage_rpc_requests_total{code="OK",method="/koverage.router.v1.RouterService/ListModels",service="fake"}'
+        f'koverage_rpc_requests_total{{code="OK",method="{method}",service="fake"}}'
         in text
     )
 
